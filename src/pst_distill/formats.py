@@ -1,0 +1,77 @@
+"""Sequence formats of PST_METHOD.md, as text segments shared by training and inference.
+
+A training sequence is a list of :class:`Segment`; the first is always the ``prompt``
+(the user turn, wrapped in the student's chat template at tokenisation time). The
+trainer tokenises each segment separately and concatenates the ids, so the token span
+of every part is exact, and appends EOS to the last segment.
+
+    answer_only    prompt | answer
+    pre_thinking   prompt | rationale | answer
+    post_thinking  prompt | answer | rationale
+    pst            prompt | answer | sem | rationale
+    step_by_step   "predict: " prompt | answer      and    "explain: " prompt | rationale
+
+Inference uses :func:`inference_prompt`, the same prompt segment, and stops answer-first
+methods at :func:`stop_strings` (the rationale delimiter and the [SEM] token).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+METHODS = ("answer_only", "pre_thinking", "step_by_step", "post_thinking", "pst")
+ANSWER_FIRST = ("answer_only", "step_by_step", "post_thinking", "pst")
+Kind = Literal["prompt", "answer", "rationale", "sem"]
+PREDICT, EXPLAIN = "predict: ", "explain: "
+
+
+@dataclass(frozen=True)
+class Segment:
+    kind: Kind
+    text: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def answer_text(answer: str, fmt) -> str:
+    return f"{fmt.answer_prefix} {answer}"
+
+
+def rationale_text(rationale: str, fmt) -> str:
+    return f"{fmt.rationale_prefix} {rationale.strip()}"
+
+
+def training_sequences(method: str, question: str, answer: str, rationale: str,
+                       fmt) -> list[list[Segment]]:
+    """The sequences one (question, answer, rationale) item contributes for ``method``."""
+    a, r = answer_text(answer, fmt), rationale_text(rationale, fmt)
+    q = Segment("prompt", question)
+    if method == "answer_only":
+        return [[q, Segment("answer", a)]]
+    if method == "pre_thinking":
+        return [[q, Segment("rationale", r + "\n"), Segment("answer", a)]]
+    if method == "post_thinking":
+        return [[q, Segment("answer", a + "\n"), Segment("rationale", r)]]
+    if method == "pst":
+        return [[q, Segment("answer", a + "\n"), Segment("sem", fmt.sem_token),
+                 Segment("rationale", r)]]
+    if method == "step_by_step":
+        return [[Segment("prompt", PREDICT + question), Segment("answer", a)],
+                [Segment("prompt", EXPLAIN + question), Segment("rationale", r)]]
+    raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+
+
+def inference_prompt(method: str, question: str) -> str:
+    """The user turn at test time: identical to the training prompt segment."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    return PREDICT + question if method == "step_by_step" else question
+
+
+def stop_strings(method: str, fmt, generate_rationale: bool = False) -> list[str]:
+    """Answer-first methods stop at the rationale delimiter (and [SEM]) unless asked on."""
+    if method in ANSWER_FIRST and not generate_rationale:
+        return [fmt.rationale_prefix, fmt.sem_token]
+    return []

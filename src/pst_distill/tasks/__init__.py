@@ -1,0 +1,41 @@
+"""Task registry: builds the records of each configured task, offline or from the hub."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+from pst_distill.io import content_hash
+from pst_distill.tasks.generators import GENERATORS
+from pst_distill.tasks.names import HUB, OFFLINE, TASK_NAMES
+from pst_distill.tasks.records import is_test, make_record
+
+__all__ = ["TASK_NAMES", "build_task", "split_records", "make_record"]
+log = logging.getLogger(__name__)
+
+
+def build_task(spec, seed: int) -> list[dict]:
+    """Records of one task spec, de-duplicated by id, in a deterministic order."""
+    if spec.source == OFFLINE:
+        fn, options_model = GENERATORS[spec.name]
+        rng = random.Random(content_hash(seed, spec.name, spec.options))
+        options = options_model.model_validate(spec.options).model_dump()
+        records: dict[str, dict] = {}
+        attempts = 0
+        while len(records) < spec.n and attempts < 20:  # refill after duplicates
+            for rec in fn(spec.n - len(records), rng, **options):
+                records.setdefault(rec["id"], rec)
+            attempts += 1
+        if len(records) < spec.n:
+            log.warning("%s: only %d unique items of %d asked", spec.name, len(records), spec.n)
+        return list(records.values())
+    assert spec.source == HUB
+    from pst_distill.tasks.hub import load_hub_task
+
+    return load_hub_task(spec)
+
+
+def split_records(records: list[dict], test_frac: float) -> tuple[list[dict], list[dict]]:
+    train = [r for r in records if not is_test(r["id"], test_frac)]
+    test = [r for r in records if is_test(r["id"], test_frac)]
+    return train, test

@@ -1,0 +1,71 @@
+"""The one interface every teacher backend implements.
+
+A backend turns :class:`Request` objects (one per question and sample index) into
+:class:`Completion` objects, yielded as each one finishes so the caller can store it at
+once. Sampling settings are one :class:`Sampling` for the whole run: never per worker.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict, dataclass, field
+from typing import Iterator, Optional
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Request:
+    key: str                      # content hash: prompt, model, revision, sampling, sample
+    item: dict = field(hash=False)
+    sample: int
+    messages: tuple = field(hash=False)
+    prompt: str = ""              # rendered text, filled in by backends that render
+
+
+@dataclass(frozen=True)
+class Completion:
+    key: str
+    text: str
+    finish_reason: str            # "stop" (EOS, stop string or answer line) or "length"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prompt: Optional[str] = None
+
+
+class TeacherBackend(abc.ABC):
+    name: str = "base"
+
+    def __init__(self, cfg, answer_prefix: str):
+        self.cfg = cfg
+        self.answer_prefix = answer_prefix
+
+    @property
+    def model_id(self) -> str:
+        return self.cfg.model
+
+    def render(self, messages) -> str:
+        from pst_distill.prompts import render
+
+        return render(list(messages))
+
+    def metadata(self) -> dict:
+        """Recorded with every generation (backend versions, device)."""
+        return {"backend": self.name, "model": self.cfg.model, "revision": self.cfg.revision}
+
+    @abc.abstractmethod
+    def generate(self, requests: list[Request], sampling: Sampling) -> Iterator[Completion]:
+        """Yield one completion per request, in any order, as soon as each is done."""
+
+    def close(self) -> None:
+        """Release models, processes and GPU memory."""

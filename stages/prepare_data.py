@@ -5,7 +5,7 @@ from collections import Counter
 
 from pst_distill.config import load_section
 from pst_distill.io import write_json, write_jsonl
-from pst_distill.runtime import setup
+from pst_distill.runtime import cli, setup
 from pst_distill.tasks import build_task, split_records
 
 
@@ -38,4 +38,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -56,7 +56,7 @@ def normalize(value: str, answer_type: str) -> str:
         m = re.search(r"(?i)\b(yes|no|true|false)\b", value)
         return _YES_NO[m.group(1).lower()] if m else INVALID
     if answer_type == "choice":
-        m = re.search(r"\(?\b([A-Ea-e])\b\)?", value)
+        m = re.search(r"\(?\b([A-Ja-j])\b\)?", value)
         return m.group(1).upper() if m else INVALID
     text = re.sub(r"[\"'`.*]+", "", value).strip().lower()
     return text if text else INVALID
@@ -78,7 +78,7 @@ def _flexible(text: str, answer_type: str) -> str:
         found = re.findall(r"(?i)\b(yes|no|true|false)\b", text)
         return _YES_NO[found[-1].lower()] if found else INVALID
     if answer_type == "choice":
-        found = re.findall(r"\(([A-E])\)|\b([A-E])\b", text)
+        found = re.findall(r"\(([A-J])\)|\b([A-J])\b", text)
         return (found[-1][0] or found[-1][1]) if found else INVALID
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return normalize(lines[-1], answer_type) if lines else INVALID

@@ -58,3 +58,14 @@ def provenance(device: str | None = None) -> dict:
             pass
     return {"git": git_hash(), "python": platform.python_version(), "packages": versions,
             "device": device or "cpu", "platform": platform.platform()}
+
+
+def cli(main) -> None:
+    """Run a stage's main; a bad params file exits 2 with its message, no traceback."""
+    from pst_distill.config import ConfigError
+
+    try:
+        main()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

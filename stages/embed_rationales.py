@@ -1,0 +1,44 @@
+"""Stage embed_rationales: one L2-normalised sentence embedding per kept rationale."""
+
+import argparse
+import time
+
+from pst_distill.config import load_section
+from pst_distill.embed import embed_rationales, load_embedder, load_embeddings, resolve_device
+from pst_distill.io import read_jsonl, write_json, write_npy
+from pst_distill.runtime import cli, provenance, setup
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--rationales", required=True, help="kept rationales (jsonl)")
+    ap.add_argument("--out", required=True, help="embeddings matrix (.npy, float32)")
+    ap.add_argument("--keys", required=True, help="JSON list of keys, row i <-> keys[i]")
+    ap.add_argument("--stats", required=True)
+    args = ap.parse_args()
+
+    common, cfg = load_section(args.params, "embed")
+    log = setup("embed", common, cfg)
+    records = read_jsonl(args.rationales)
+    device = resolve_device(cfg.device)
+    start = time.perf_counter()
+    embedder = load_embedder(cfg.model, device, cfg.revision)
+    loaded = time.perf_counter()
+    vectors, keys = embed_rationales(records, embedder, cfg.batch_size, cfg.normalize)
+    load_s, encode_s = loaded - start, time.perf_counter() - loaded
+    write_npy(args.out, vectors)
+    write_json(args.keys, keys)
+    load_embeddings(args.out, args.keys, expected_keys=keys, check_norms=cfg.normalize)
+    write_json(args.stats, {
+        "model": cfg.model, "revision": cfg.revision, "dim": int(vectors.shape[1]),
+        "rows": int(vectors.shape[0]), "distinct_texts": len({r["rationale"].strip() for r in records}),
+        "normalize": cfg.normalize, "batch_size": cfg.batch_size, "load_s": round(load_s, 3), "encode_s": round(encode_s, 3),
+        "provenance": provenance(device),
+    })
+    log.info("embedded %d rationales into %s (dim %d): load %.1f s, encode %.1f s",
+             vectors.shape[0], args.out, vectors.shape[1], load_s, encode_s)
+
+
+if __name__ == "__main__":
+    cli(main)

@@ -1,0 +1,61 @@
+"""End to end: copy the repo, `dvc repro` the tiny profile, check metrics, then a clean status."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def run(cmd, cwd, timeout=1200):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}"
+    return out.stdout
+
+
+def project_files() -> list[str]:
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    return [f for f in out if (ROOT / f).is_file()]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    dst = tmp_path_factory.mktemp("repo")
+    for rel in project_files():
+        target = dst / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, target)
+    shutil.copy2(ROOT / "profiles/tiny.yaml", dst / "params.yaml")
+    (dst / "dvc.lock").unlink(missing_ok=True)
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"]):
+        run(cmd, dst)
+    run(["dvc", "repro"], dst)
+    return dst
+
+
+def test_repro_writes_metrics(repo):
+    prep = json.loads((repo / "metrics/prepare.json").read_text())
+    assert set(prep["train"]) == {"coin_flip", "multistep_arithmetic"}
+    teacher = json.loads((repo / "metrics/teacher.json").read_text())
+    assert teacher["kept"] == sum(prep["train"].values())
+    assert teacher["dropped"] == {}
+    lines = (repo / "data/rationales/train.jsonl").read_text().splitlines()
+    assert len(lines) == teacher["kept"]
+    assert all(json.loads(ln)["correct"] for ln in lines)
+
+
+def test_second_repro_is_a_noop_and_status_clean(repo):
+    out = run(["dvc", "repro"], repo)
+    assert "didn't change, skipping" in out or "is cached" in out
+    assert "Running stage" not in out
+    status = run(["dvc", "status"], repo)
+    assert "up to date" in status, status

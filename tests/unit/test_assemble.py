@@ -1,0 +1,191 @@
+"""Assembly rows, the per-task cap, rationale corruption and the assemble/embed config."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from pst_distill.assemble import assemble, build_rows, cap_per_task, write_datasets
+from pst_distill.config import AssembleConfig, ConfigError, FormatConfig, parse_section
+from pst_distill.corrupt import NUMBER, corrupt_records, shift_numbers, swap_entities
+from pst_distill.formats import METHODS
+from pst_distill.io import content_hash, read_jsonl
+
+FMT = FormatConfig()
+NAMES = ["Ada", "Bram", "Chen", "Dora", "Emil", "Fumi", "Gus", "Hana"]
+
+
+def _record(task: str, i: int, sample: int = 0) -> dict:
+    a, b = NAMES[i % 8], NAMES[(i + 3) % 8]
+    if task == "arith":
+        q, r, ans = f"{a} has {i} pens. {a} gets 3 more. How many?", f"{i} + 3 = {i + 3}.", str(i + 3)
+    elif task == "letters":
+        q = f'Concatenate the last letters of "{a} {b}".'
+        r, ans = f'The last letter of "{a}" is "{a[-1]}". Of "{b}" it is "{b[-1]}".', a[-1] + b[-1]
+    else:
+        q, r, ans = f"A coin is up. {a} flips it. {b} flips it. Is it up?", f"{a} flips, {b} flips.", "yes"
+    return {"id": content_hash(task, i), "key": content_hash(task, i, sample), "task": task,
+            "question": q, "answer": ans, "answer_type": "text", "rationale": r, "sample": sample}
+
+
+def _records(n_per_task: int = 20, tasks=("arith", "letters", "coin")) -> list[dict]:
+    return [_record(t, i) for t in tasks for i in range(1, n_per_task + 1)]
+
+
+def _cfg(**kw) -> AssembleConfig:
+    return AssembleConfig(**kw)
+
+
+def _row_of(records):
+    return {r["key"]: i for i, r in enumerate(records)}
+
+
+# ------------------------------------------------------------------ rows
+def test_rows_per_method_exact():
+    rec = _record("arith", 45)
+    rows = {m: build_rows(rec, m, FMT, emb_row=7) for m in METHODS}
+    joined = {m: ["".join(s["text"] for s in row["segments"]) for row in rs] for m, rs in rows.items()}
+    q, rs = rec["question"], "Reasoning: 45 + 3 = 48."
+    assert joined == {
+        "answer_only": [q + "Answer: 48"],
+        "pre_thinking": [q + rs + "\nAnswer: 48"],
+        "step_by_step": ["predict: " + q + "Answer: 48", "explain: " + q + rs],
+        "post_thinking": [q + "Answer: 48\n" + rs],
+        "pst": [q + "Answer: 48\n[SEM]" + rs],
+    }
+    assert [r["emb_row"] for r in rows["step_by_step"]] == [None, 7]
+    assert rows["answer_only"][0]["emb_row"] is None
+    assert rows["pst"][0]["emb_row"] == 7
+    assert set(rows["pst"][0]) == {"id", "key", "task", "method", "answer", "answer_type",
+                                   "corrupted", "emb_row", "segments"}
+
+
+def test_assemble_counts_and_methods_subset():
+    recs = _records(5)
+    data, stats = assemble(recs, _row_of(recs), _cfg(methods=["pst", "step_by_step"]), FMT, 0)
+    assert set(data) == {"pst", "step_by_step"}
+    assert stats["methods"]["pst"]["rows"] == 15 and stats["methods"]["step_by_step"]["rows"] == 30
+    assert [r["emb_row"] for r in data["pst"]] == list(range(15))
+    assert stats["corrupted"] == 0
+
+
+def test_missing_embedding_row_raises():
+    recs = _records(2)
+    with pytest.raises(ValueError, match="no embedding row"):
+        assemble(recs, _row_of(recs[:-1]), _cfg(), FMT, 0)
+
+
+def test_cap_per_task_by_id_hash_keeps_all_samples():
+    recs = _records(10) + [_record("arith", 1, sample=1), _record("arith", 2, sample=1)]
+    kept = cap_per_task(recs, 4)
+    assert cap_per_task(list(reversed(recs)), 4) == list(reversed(kept))  # order-independent
+    ids = {r["id"] for r in kept}
+    assert len(ids) == 12 and all(r["id"] in ids for r in recs if r["id"] in ids)
+    arith = sorted({r["id"] for r in recs if r["task"] == "arith"}, key=lambda i: content_hash("cap", i))
+    assert {r["id"] for r in kept if r["task"] == "arith"} == set(arith[:4])
+    assert cap_per_task(recs, None) == recs
+
+
+def test_write_datasets_removes_stale_methods(tmp_path):
+    (tmp_path / "answer_only.jsonl").write_text("{}\n")
+    paths = write_datasets(tmp_path, {"pst": [{"a": 1}]})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pst.jsonl"]
+    assert read_jsonl(paths["pst"]) == [{"a": 1}]
+
+
+# ------------------------------------------------------------- corruption
+@pytest.mark.parametrize("mode", ["numbers", "swap", "shuffle"])
+def test_corruption_fraction_and_determinism(mode):
+    tasks = ("arith",) if mode == "numbers" else ("arith", "letters", "coin")
+    recs = _records(20, tasks)
+    out, stats = corrupt_records(recs, 0.25, mode, seed=3)
+    again, _ = corrupt_records(recs, 0.25, mode, seed=3)
+    other, _ = corrupt_records(recs, 0.25, mode, seed=4)
+    hit = [o["key"] for o in out if o["corrupted"]]
+    assert len(hit) == stats["corrupted"] == stats["requested"] == round(0.25 * len(recs))
+    assert out == again
+    assert hit != [o["key"] for o in other if o["corrupted"]]
+    for rec, o in zip(recs, out):
+        assert (o["rationale"] != rec["rationale"]) == o["corrupted"]
+        assert o["question"] == rec["question"] and o["answer"] == rec["answer"]
+    assert recs == _records(20, tasks)  # inputs untouched
+
+
+def test_corrupted_identically_for_all_methods():
+    recs = _records(10)
+    data, stats = assemble(recs, _row_of(recs), _cfg(corrupt_frac=0.5, corrupt_mode="swap"), FMT, 1)
+    rationale = {m: {r["key"]: r["segments"][-1]["text"] for r in rows if r["segments"][-1]["kind"] == "rationale"}
+                 for m, rows in data.items()}
+    assert rationale["pst"] == rationale["post_thinking"] == rationale["step_by_step"]
+    flagged = {m: {r["key"] for r in rows if r["corrupted"]} for m, rows in data.items()}
+    assert all(f == flagged["pst"] for f in flagged.values()) and len(flagged["pst"]) == 15
+    assert stats["corrupted"] == 15
+
+
+def test_numbers_changes_every_number():
+    out = shift_numbers("45 + 8 = 53. Then 1,200 and 2.5 and x2.", __import__("random").Random(0))
+    before, after = ["45", "8", "53", "1200", "2.5"], [m.replace(",", "") for m in NUMBER.findall(out)]
+    assert len(after) == 5 and all(a != b for a, b in zip(before, after)) and "x2" in out
+    assert all(abs(float(a) - float(b)) <= 3 and float(a) >= 0 for a, b in zip(after, before))
+
+
+def test_swap_exchanges_two_entities():
+    import random
+
+    text = 'The last letter of "Ada" is "a". The last letter of "Bo" is "o".'
+    out = swap_entities(text, "q", random.Random(0))
+    assert out != text and sorted(re.findall(r'"[^"]+"', out)) == sorted(re.findall(r'"[^"]+"', text))
+    names = swap_entities("Ada flips it. Bram does not. The end.", "Ada and Bram flip?", random.Random(0))
+    assert names == "Bram flips it. Ada does not. The end."
+    assert swap_entities("ok", "q", random.Random(0)) is None
+
+
+def test_shuffle_uses_donor_rationale_and_embedding():
+    recs = _records(10)
+    data, _ = assemble(recs, _row_of(recs), _cfg(corrupt_frac=0.3, corrupt_mode="shuffle"), FMT, 0)
+    by_key = {r["key"]: (i, r) for i, r in enumerate(recs)}
+    for row in data["pst"]:
+        own_row, rec = by_key[row["key"]]
+        if not row["corrupted"]:
+            assert row["emb_row"] == own_row
+            continue
+        donor = recs[row["emb_row"]]
+        assert donor["task"] == rec["task"] and donor["id"] != rec["id"]
+        assert row["segments"][-1]["text"] == "Reasoning: " + donor["rationale"]
+
+
+def test_numbers_and_swap_keep_clean_embedding_row():
+    recs = _records(10)
+    for mode in ("numbers", "swap"):
+        data, _ = assemble(recs, _row_of(recs), _cfg(corrupt_frac=0.5, corrupt_mode=mode), FMT, 0)
+        assert [r["emb_row"] for r in data["pst"]] == list(range(len(recs)))
+
+
+def test_numbers_shortfall_reported():
+    recs = _records(4, tasks=("letters",))
+    out, stats = corrupt_records(recs, 0.5, "numbers", seed=0)
+    assert stats["requested"] == 2 and stats["eligible"] == 0 and stats["corrupted"] == 0
+
+
+# ------------------------------------------------------------------ config
+@pytest.mark.parametrize("raw, match", [
+    ({"methods": ["pst", "cot"]}, "unknown method"),
+    ({"methods": []}, "at least 1"),
+    ({"methods": ["pst", "pst"]}, "listed twice"),
+    ({"corrupt_frac": 1.5}, "less than or equal to 1"),
+    ({"corrupt_frac": -0.1}, "greater than or equal to 0"),
+    ({"corrupt_mode": "typos"}, "numbers"),
+    ({"max_per_task": 0}, "greater than or equal to 1"),
+    ({"corupt_frac": 0.1}, "unknown key"),
+])
+def test_assemble_config_rejects(raw, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_section("assemble", raw)
+
+
+def test_assemble_config_defaults():
+    cfg = parse_section("assemble", {})
+    assert cfg.methods == list(METHODS) and cfg.corrupt_frac == 0.0 and cfg.max_per_task is None
+    assert json.dumps(cfg.model_dump())  # logged by runtime.setup

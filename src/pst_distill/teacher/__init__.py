@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from dataclasses import replace
 from typing import Iterable
 
 from tqdm.auto import tqdm
@@ -13,9 +14,10 @@ from pst_distill.io import content_hash
 from pst_distill.parsing import extract_answer, is_correct, split_answer_line
 from pst_distill.prompts import build_messages, pick_shots
 from pst_distill.teacher.base import Completion, Request, Sampling, TeacherBackend
+from pst_distill.teacher.cache import GenerationCache
 
 log = logging.getLogger(__name__)
-BACKENDS = ("reference", "transformers", "vllm")
+BACKENDS = ("reference", "transformers", "vllm", "openai")
 
 
 def make_backend(cfg, answer_prefix: str) -> TeacherBackend:
@@ -25,6 +27,8 @@ def make_backend(cfg, answer_prefix: str) -> TeacherBackend:
         from pst_distill.teacher.transformers_backend import TransformersBackend as cls
     elif cfg.backend == "vllm":
         from pst_distill.teacher.vllm_backend import VllmBackend as cls
+    elif cfg.backend == "openai":
+        from pst_distill.teacher.openai_backend import OpenAIBackend as cls
     else:
         raise ValueError(f"unknown teacher.backend {cfg.backend!r}; allowed: {BACKENDS}")
     return cls(cfg, answer_prefix)
@@ -79,50 +83,105 @@ def drop_reason(rec: dict, only_correct: bool) -> str | None:
     return None
 
 
-def summarize(records: Iterable[dict], dropped: Counter, n_items: int, wall: float) -> dict:
+def summarize(records: Iterable[dict], dropped: Counter, n_items: int, wall: float,
+              cache_stats: dict | None = None) -> dict:
     records = list(records)
     kept = len(records) - sum(dropped.values())
+    completion_tokens = sum(r["completion_tokens"] for r in records)
     return {
         "items": n_items, "generations": len(records), "kept": kept,
         "dropped": dict(sorted(dropped.items())),
-        "finish_reasons": dict(Counter(r["finish_reason"] for r in records)),
+        "finish_reasons": dict(sorted(Counter(r["finish_reason"] for r in records).items())),
         "teacher_accuracy": round(sum(r["correct"] for r in records) / max(len(records), 1), 4),
         "prompt_tokens": sum(r["prompt_tokens"] for r in records),
-        "completion_tokens": sum(r["completion_tokens"] for r in records),
+        "completion_tokens": completion_tokens,
         "wall_s": round(wall, 3),
         "generations_per_s": round(len(records) / wall, 3) if wall > 0 else None,
+        "cache": cache_stats or {},
     }
 
 
+class Progress:
+    """A live bar: generations/s from tqdm, completion tokens/s and cache hits as postfix."""
+
+    def __init__(self, total: int, name: str):
+        self.bar = tqdm(total=total, desc=f"teacher[{name}]", unit="gen", mininterval=1.0)
+        self.start = time.perf_counter()
+        self.tokens = 0
+        self.cached = 0
+
+    def update(self, comp: Completion, cached: bool) -> None:
+        self.cached += cached
+        if not cached:
+            self.tokens += comp.completion_tokens
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        self.bar.set_postfix(tok_s=f"{self.tokens / elapsed:.0f}", cached=self.cached,
+                             refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_backend(requests: list[Request], cache: GenerationCache, backend: TeacherBackend,
+                sampling: Sampling, progress: Progress) -> dict[str, Completion]:
+    """Completions for every request: from the cache, else from the backend (cached at once)."""
+    done, missing = {}, []
+    for req in requests:
+        comp = cache.get(req.key)
+        if comp is None:
+            missing.append(req)
+        else:
+            done[req.key] = comp
+            progress.update(comp, cached=True)
+    log.info("teacher cache: %d hits, %d to generate", len(done), len(missing))
+    if not missing:
+        return done
+    backend.cache = cache
+    meta = backend.metadata()
+    pending = {r.key for r in missing}
+    for comp in backend.generate(missing, sampling):
+        if comp.key not in pending:
+            log.warning("backend returned key %s twice or unasked: ignored", comp.key)
+            continue
+        pending.discard(comp.key)
+        comp = replace(comp, meta=comp.meta or meta)
+        if not backend.writes_cache:
+            cache.put(comp, comp.meta)
+        done[comp.key] = comp
+        progress.update(comp, cached=False)
+    if pending:
+        raise RuntimeError(f"teacher backend finished without {len(pending)} of "
+                           f"{len(missing)} generations (e.g. {sorted(pending)[0]})")
+    return done
+
+
 def generate_rationales(items: list[dict], cfg, answer_prefix: str, seed: int,
-                        backend: TeacherBackend | None = None) -> tuple[list[dict], list[dict], dict]:
-    """Return (kept rationales, all generations, stats)."""
+                        backend: TeacherBackend | None = None,
+                        cache_dir: str | None = None) -> tuple[list[dict], list[dict], dict]:
+    """Return (kept rationales, all generations, stats); ``cache_dir`` makes it resumable."""
     if cfg.max_items:
         items = items[: cfg.max_items]
     backend = backend or make_backend(cfg, answer_prefix)
+    backend.check()
     sampling = sampling_from(cfg, seed)
-    meta = backend.metadata()
     requests = build_requests(items, cfg, backend, sampling, answer_prefix, seed)
-    by_key = {r.key: r for r in requests}
-    start = time.perf_counter()
+    cache = GenerationCache(cache_dir)
+    progress = Progress(len(requests), backend.name)
+    try:
+        done = run_backend(requests, cache, backend, sampling, progress)
+    finally:
+        progress.close()
+        backend.close()
     generations, dropped = [], Counter()
-    bar = tqdm(total=len(requests), desc=f"teacher[{backend.name}]", unit="gen", mininterval=1.0)
-    tokens = 0
-    for comp in backend.generate(requests, sampling):
-        rec = score(by_key[comp.key], comp, meta, sampling)
-        reason = drop_reason(rec, cfg.only_correct)
-        rec["dropped"] = reason
+    for req in requests:  # request order: the output does not depend on arrival order
+        comp = done[req.key]
+        rec = score(req, comp, comp.meta, sampling)
+        rec["dropped"] = reason = drop_reason(rec, cfg.only_correct)
         if reason:
             dropped[reason] += 1
         generations.append(rec)
-        tokens += comp.completion_tokens
-        bar.update(1)
-        bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - start, 1e-9):.0f}", refresh=False)
-    bar.close()
-    backend.close()
-    wall = time.perf_counter() - start
-    stats = summarize(generations, dropped, len(items), wall)
-    order = {r.key: i for i, r in enumerate(requests)}
-    generations.sort(key=lambda r: order[r["key"]])
+    wall = time.perf_counter() - progress.start
+    stats = summarize(generations, dropped, len(items), wall, cache.stats.as_dict())
     kept = [r for r in generations if r["dropped"] is None]
     return kept, generations, stats

@@ -11,6 +11,8 @@ import abc
 from dataclasses import asdict, dataclass, field
 from typing import Iterator, Optional
 
+from pst_distill.io import content_hash
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -22,6 +24,12 @@ class Sampling:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def request_seed(seed: int, key: str) -> int:
+    """Per-request seed: a rerun samples the same text on the same hardware and version,
+    whatever worker, batch or order the request lands in."""
+    return int(content_hash(seed, key)[:8], 16)
 
 
 @dataclass(frozen=True)
@@ -41,10 +49,13 @@ class Completion:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     prompt: Optional[str] = None
+    meta: Optional[dict] = field(default=None, compare=False)  # set where it differs per worker
 
 
 class TeacherBackend(abc.ABC):
     name: str = "base"
+    writes_cache: bool = False    # True: the backend's workers store completions themselves
+    cache = None                  # the run's GenerationCache, set by the driver
 
     def __init__(self, cfg, answer_prefix: str):
         self.cfg = cfg
@@ -69,3 +80,6 @@ class TeacherBackend(abc.ABC):
 
     def close(self) -> None:
         """Release models, processes and GPU memory."""
+
+    def check(self) -> None:
+        """Fail fast, before any expensive work, when the backend cannot run (no server…)."""

@@ -22,14 +22,29 @@ def make_stopping_criteria(tokenizer, prompt_len: int, answer_prefix: str, stop:
     from transformers import StoppingCriteria
 
     pattern = answer_line_regex(answer_prefix)
+    window = 64  # tokens of tail to re-read; an answer line is far shorter
 
     class AnswerLineStop(StoppingCriteria):
-        """Per row: done once the answer line is complete or a stop string appears."""
+        """Per row: done once the answer line is complete or a stop string appears.
+
+        Only rows whose newest token holds a newline (or ends a stop string) are decoded
+        again, and only their tail: the check stays cheap at every step.
+        """
+
+        def __init__(self):
+            self.done = None
 
         def __call__(self, input_ids, scores, **kwargs):
-            texts = tokenizer.batch_decode(input_ids[:, prompt_len:], skip_special_tokens=True)
-            done = [bool(pattern.search(t)) or any(s in t for s in stop) for t in texts]
-            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+            if self.done is None:
+                self.done = [False] * input_ids.shape[0]
+            newest = tokenizer.batch_decode(input_ids[:, -1:], skip_special_tokens=True)
+            start = max(prompt_len, input_ids.shape[1] - window)
+            for i, tok_text in enumerate(newest):
+                if self.done[i] or not ("\n" in tok_text or any(s[-1:] in tok_text for s in stop)):
+                    continue
+                tail = tokenizer.decode(input_ids[i, start:], skip_special_tokens=True)
+                self.done[i] = bool(pattern.search(tail)) or any(s in tail for s in stop)
+            return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
 
     return AnswerLineStop()
 
@@ -51,10 +66,25 @@ class TransformersBackend(TeacherBackend):
 
     def __init__(self, cfg, answer_prefix: str):
         super().__init__(cfg, answer_prefix)
-        from pst_distill.models import load_causal_lm
+        from transformers import AutoTokenizer
 
-        self.model, self.tokenizer = load_causal_lm(
-            cfg.model, cfg.revision, cfg.device, cfg.dtype, cfg.trust_remote_code)
+        from pst_distill.models import resolve_model
+
+        # the tokenizer renders prompts (cache keys); the model loads only if a key is missing
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            resolve_model(cfg.model), revision=cfg.revision,
+            trust_remote_code=cfg.trust_remote_code)
+        self._model = None
+
+    @property
+    def model(self):
+        if self._model is None:
+            from pst_distill.models import load_causal_lm
+
+            self._model, self.tokenizer = load_causal_lm(
+                self.cfg.model, self.cfg.revision, self.cfg.device, self.cfg.dtype,
+                self.cfg.trust_remote_code)
+        return self._model
 
     def render(self, messages) -> str:
         from pst_distill.prompts import render
@@ -65,10 +95,13 @@ class TransformersBackend(TeacherBackend):
         import torch
         import transformers
 
+        from pst_distill.models import pick_device
+
         return {**super().metadata(), "transformers": transformers.__version__,
-                "torch": torch.__version__, "device": str(self.model.device)}
+                "torch": torch.__version__, "device": pick_device(self.cfg.device)}
 
     def generate(self, requests: list[Request], sampling: Sampling) -> Iterator[Completion]:
+        _ = self.model  # loads the model and its padded tokenizer (left padding, pad token)
         prompts = {r.key: r.prompt or self.render(r.messages) for r in requests}
         # longest first: similar lengths share a batch, so less padding
         order = sorted(requests, key=lambda r: -len(prompts[r.key]))
@@ -115,4 +148,4 @@ class TransformersBackend(TeacherBackend):
                              prompt=texts[i])
 
     def close(self) -> None:
-        del self.model
+        self._model = None

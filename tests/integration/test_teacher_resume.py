@@ -1,0 +1,83 @@
+"""The generate_rationales stage with the transformers teacher (SmolLM2) as a subprocess:
+SIGKILL mid-run, resume, unchanged rerun, added questions."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pst_distill.io import read_json, read_jsonl, write_jsonl
+from pst_distill.teacher.cache import GenerationCache
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+STAGE = REPO / "stages" / "generate_rationales.py"
+
+
+def stage_cmd(tmp: Path) -> list[str]:
+    return [sys.executable, str(STAGE), "--params", str(tmp / "params.yaml"),
+            "--train", str(tmp / "train.jsonl"), "--out", str(tmp / "out" / "train.jsonl"),
+            "--generations", str(tmp / "out" / "generations.jsonl"),
+            "--stats", str(tmp / "out" / "teacher.json"), "--cache-dir", str(tmp / "cache")]
+
+
+def run_stage(tmp: Path) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # 2 spin-wait badly on a busy 2-core box
+    done = subprocess.run(stage_cmd(tmp), env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return read_json(tmp / "out" / "teacher.json")
+
+
+def kill_when_cached(tmp: Path, n_done: int) -> dict[str, bytes]:
+    """Start the stage, SIGKILL it once n_done generations are cached; return the cache."""
+    log = open(tmp / "killed.log", "w")
+    proc = subprocess.Popen(stage_cmd(tmp), stdout=log, stderr=log,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cache = GenerationCache(tmp / "cache")
+    deadline = time.monotonic() + 240
+    while len(cache.keys()) < n_done and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    log.close()
+    assert proc.returncode == -signal.SIGKILL, (tmp / "killed.log").read_text()[-3000:]
+    return {k: cache.path(k).read_bytes() for k in cache.keys()}
+
+
+def test_kill_resume_rerun_and_added_questions(tmp_path, teacher_items):
+    items = teacher_items(7)
+    write_jsonl(tmp_path / "train.jsonl", items[:6])
+    params = {"common": {"seed": 1},
+              "teacher": {"backend": "transformers", "max_new_tokens": 12, "batch_size": 2,
+                          "device": "cpu", "only_correct": False}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+
+    at_kill = kill_when_cached(tmp_path, 2)
+    assert 2 <= len(at_kill) < 6, "the kill did not land mid-run"
+    assert not (tmp_path / "out" / "generations.jsonl").exists()
+
+    stats = run_stage(tmp_path)  # resume
+    assert stats["cache"]["hits"] == len(at_kill)  # nothing finished was lost …
+    assert stats["cache"]["misses"] == stats["cache"]["written"] == 6 - len(at_kill)
+    cache = GenerationCache(tmp_path / "cache")
+    assert all(cache.path(k).read_bytes() == raw for k, raw in at_kill.items())
+    gens = read_jsonl(tmp_path / "out" / "generations.jsonl")
+    assert len({g["key"] for g in gens}) == len(gens) == 6  # … and nothing is duplicated
+    assert len(cache.keys()) == 6
+    first = (tmp_path / "out" / "generations.jsonl").read_bytes()
+
+    stats = run_stage(tmp_path)  # unchanged: zero generations, identical output
+    assert stats["cache"] == {"hits": 6, "misses": 0, "corrupt": 0, "written": 0}
+    assert (tmp_path / "out" / "generations.jsonl").read_bytes() == first
+
+    write_jsonl(tmp_path / "train.jsonl", items)  # one question more
+    stats = run_stage(tmp_path)
+    assert stats["cache"]["hits"] == 6 and stats["cache"]["written"] == 1
+    assert len(read_jsonl(tmp_path / "out" / "generations.jsonl")) == 7

@@ -237,10 +237,10 @@ class TrainSettings(_Section):
     max_grad_norm: Optional[float] = Field(1.0, gt=0.0)
     max_length: int = Field(256, ge=8, description="tokens per sequence; rationale cut first")
     max_items: Optional[int] = Field(None, ge=1, description="cap on training sequences")
-    cpu_bf16: bool = Field(True, description="bf16 autocast on CPU where torch supports it")
+    cpu_bf16: bool = Field(True, description="bf16 autocast on CPUs with native bf16 (AVX512-BF16/AMX)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     save_every: int = Field(50, ge=1, description="checkpoint every N steps (kept on NaN)")
-    label_sem_token: bool = Field(False, description="train the student to emit [SEM]")
+    label_sem_token: bool = Field(True, description="supervise [SEM] after the answer (the student then stops there)")
     loss: LossOptions = LossOptions()
     sem: SemOptions = SemOptions()
 

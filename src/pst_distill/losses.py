@@ -1,0 +1,182 @@
+"""The training loss of PST_METHOD.md as pure functions on tensors.
+
+    L = w_A · CE(answer tokens) + w_R · CE(rationale tokens) + λ · L_sem
+
+Shapes: B rows, T tokens, V vocabulary, H hidden size, D embedding size, N rows that
+carry a semantic target. ``parts`` [B, T] gives each *input* token's part:
+``NO_LOSS`` (prompt, [SEM], padding), ``ANSWER`` or ``RATIONALE``; ``labels`` [B, T] are
+the input ids with -100 where no loss is wanted. The shift (logits at t predict token
+t + 1) happens here, once.
+
+Reduction, and why it survives gradient accumulation: every mean is a mean over the
+*effective* batch. Micro-batch functions return sums; the denominators
+(:class:`Denominators`: answer tokens, rationale tokens, rows with a semantic target) are
+counted once over the whole effective batch, before any forward pass, and every
+micro-batch loss is its sums divided by those totals. Summing the micro-batch losses
+gives the full-batch loss exactly, and their gradients the full-batch gradient. (A mean
+of micro-batch means would weight a token of a short micro-batch more than one of a long
+micro-batch.) The one exception is ``infonce``: its negatives are the other rows of the
+same micro-batch, so it depends on how the effective batch is split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+IGNORE = -100
+NO_LOSS, ANSWER, RATIONALE = 0, 1, 2
+SemLoss = Literal["cosine", "mse", "infonce"]
+Pooling = Literal["sem_token", "rationale_mean"]
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """w_A, w_R, λ; ``per_part`` averages each part on its own, ``joint`` all tokens together
+    (plain LM loss over the completion when w_A = w_R = 1)."""
+
+    w_answer: float = 1.0
+    w_rationale: float = 1.0
+    w_sem: float = 0.0
+    reduction: Literal["per_part", "joint"] = "per_part"
+
+
+@dataclass(frozen=True)
+class Denominators:
+    """Token counts per part and rows with a semantic target, over the effective batch."""
+
+    n_answer: float
+    n_rationale: float
+    n_sem: float = 0.0
+
+    def __add__(self, other: "Denominators") -> "Denominators":
+        return Denominators(self.n_answer + other.n_answer, self.n_rationale + other.n_rationale,
+                            self.n_sem + other.n_sem)
+
+
+def token_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Per-token CE [B, T-1] (float32) of ``logits`` [B, T, V] against ``labels`` [B, T];
+    0 where the shifted label is IGNORE."""
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    ce = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)),
+                         shift_labels.reshape(-1), ignore_index=IGNORE, reduction="none")
+    return ce.view_as(shift_labels)
+
+
+def _part_masks(labels: Tensor, parts: Tensor) -> tuple[Tensor, Tensor]:
+    supervised = labels[:, 1:] != IGNORE
+    shifted = parts[:, 1:]
+    return supervised & (shifted == ANSWER), supervised & (shifted == RATIONALE)
+
+
+def part_ce_sums(logits: Tensor, labels: Tensor, parts: Tensor) -> Tensor:
+    """Sum of token CE over answer and over rationale tokens: [2] = (answer, rationale)."""
+    ce = token_cross_entropy(logits, labels)
+    answer, rationale = _part_masks(labels, parts)
+    return torch.stack([(ce * answer).sum(), (ce * rationale).sum()])
+
+
+def supervised_positions(labels: Tensor) -> Tensor:
+    """Bool [B, T]: positions whose logits predict a supervised next token."""
+    mask = torch.zeros_like(labels, dtype=torch.bool)
+    mask[:, :-1] = labels[:, 1:] != IGNORE
+    return mask
+
+
+def part_ce_sums_flat(logits: Tensor, targets: Tensor, parts: Tensor) -> Tensor:
+    """:func:`part_ce_sums` on supervised positions only (the trainer skips the LM head
+    elsewhere): ``logits`` [M, V], ``targets`` [M] next-token ids, ``parts`` [M] the
+    target tokens' parts, all selected by :func:`supervised_positions`."""
+    ce = F.cross_entropy(logits.float(), targets, reduction="none")
+    return torch.stack([(ce * (parts == ANSWER)).sum(), (ce * (parts == RATIONALE)).sum()])
+
+
+def select_supervised(labels: Tensor, parts: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(position mask [B, T], targets [M], target parts [M]) for :func:`part_ce_sums_flat`."""
+    mask = supervised_positions(labels)
+    return mask, labels[:, 1:][mask[:, :-1]], parts[:, 1:][mask[:, :-1]]
+
+
+def count_parts(labels: Tensor, parts: Tensor, sem_valid: Tensor | None = None) -> Denominators:
+    """The :class:`Denominators` of one (micro-)batch; add them up over the effective batch."""
+    answer, rationale = _part_masks(labels, parts)
+    n_sem = float(sem_valid.sum()) if sem_valid is not None else 0.0
+    return Denominators(float(answer.sum()), float(rationale.sum()), n_sem)
+
+
+def semantic_loss(pred: Tensor, target: Tensor, kind: SemLoss = "cosine",
+                  temperature: float = 0.05) -> Tensor:
+    """Per-row loss [N] between student vectors ``pred`` [N, D] and targets [N, D].
+
+    cosine: 1 − cos(s, t); mse: ‖ŝ − t̂‖² on L2-normalised vectors (= 2 − 2 cos, summed over
+    D, so its scale is comparable to cosine's); infonce: cross-entropy of row i against
+    all targets of the batch, logits cos(s_i, t_j) / τ, the right answer j = i.
+    """
+    pred, target = pred.float(), target.float()
+    if kind == "cosine":
+        return 1.0 - F.cosine_similarity(pred, target, dim=-1)
+    s, t = F.normalize(pred, dim=-1), F.normalize(target, dim=-1)
+    if kind == "mse":
+        return ((s - t) ** 2).sum(-1)
+    if kind == "infonce":
+        logits = s @ t.T / temperature
+        return F.cross_entropy(logits, torch.arange(len(s), device=s.device), reduction="none")
+    raise ValueError(f"unknown semantic loss {kind!r}; allowed: cosine, mse, infonce")
+
+
+def pool_hidden(hidden: Tensor, pooling: Pooling, sem_pos: Tensor, parts: Tensor) -> Tensor:
+    """[B, H] from final hidden states [B, T, H]: the state at the [SEM] position
+    (``sem_pos`` [B], −1 where absent, giving zeros) or the mean over rationale positions."""
+    if pooling == "sem_token":
+        idx = sem_pos.clamp(min=0).to(hidden.device)
+        picked = hidden[torch.arange(hidden.size(0), device=hidden.device), idx]
+        return picked * (sem_pos >= 0).to(hidden.device, hidden.dtype).unsqueeze(-1)
+    if pooling == "rationale_mean":
+        mask = (parts == RATIONALE).to(hidden.device, hidden.dtype).unsqueeze(-1)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    raise ValueError(f"unknown pooling {pooling!r}; allowed: sem_token, rationale_mean")
+
+
+def sem_rows(pooling: Pooling, sem_pos: Tensor, parts: Tensor, emb_row: Tensor) -> Tensor:
+    """Bool [B]: rows that have a target and something to pool."""
+    has_target = emb_row >= 0
+    if pooling == "sem_token":
+        return has_target & (sem_pos >= 0)
+    return has_target & (parts == RATIONALE).any(1)
+
+
+class SemanticHead(nn.Module):
+    """Student vector s = Linear(d_model → d_hidden) → GELU → Linear(→ d_embed)."""
+
+    def __init__(self, d_model: int, d_hidden: int, d_embed: int):
+        super().__init__()
+        self.dims = {"d_model": d_model, "d_hidden": d_hidden, "d_embed": d_embed}
+        self.net = nn.Sequential(nn.Linear(d_model, d_hidden), nn.GELU(), nn.Linear(d_hidden, d_embed))
+
+    def forward(self, h: Tensor) -> Tensor:  # [N, d_model] -> [N, d_embed]
+        return self.net(h.to(self.net[0].weight.dtype))
+
+
+def combine(ce_sums: Tensor, sem_sum: Tensor | float, den: Denominators,
+            w: LossWeights) -> tuple[Tensor, dict[str, float]]:
+    """Scalar loss of one micro-batch, normalised by effective-batch ``den``, and its parts.
+
+    ``ce_sums`` [2] from :func:`part_ce_sums`, ``sem_sum`` the summed :func:`semantic_loss`.
+    """
+    ce_a = ce_sums[0] / max(den.n_answer, 1.0)
+    ce_r = ce_sums[1] / max(den.n_rationale, 1.0)
+    if w.reduction == "joint":
+        ce = (w.w_answer * ce_sums[0] + w.w_rationale * ce_sums[1]) / max(
+            den.n_answer + den.n_rationale, 1.0)
+    else:
+        ce = w.w_answer * ce_a + w.w_rationale * ce_r
+    sem = sem_sum / max(den.n_sem, 1.0)
+    loss = ce + w.w_sem * sem if w.w_sem else ce
+    parts = {"ce_answer": float(ce_a.detach()), "ce_rationale": float(ce_r.detach()),
+             "sem": float(sem.detach()) if isinstance(sem, Tensor) else float(sem)}
+    return loss, parts

@@ -184,6 +184,7 @@ class LoraOptions(_Section):
 class SemOptions(_Section):
     """Semantic loss of PST (design choices of PST_METHOD.md, all switchable)."""
 
+    weight: float = Field(1.0, ge=0.0, description="λ of the pst method (its loss.w_sem)")
     pooling: Literal["sem_token", "rationale_mean"] = "sem_token"
     loss: Literal["cosine", "mse", "infonce"] = "cosine"
     temperature: float = Field(0.05, gt=0.0, description="infonce τ")
@@ -215,7 +216,7 @@ METHOD_LOSS: dict[str, dict[str, Any]] = {
     "pre_thinking": {"reduction": "joint"},
     "step_by_step": {"alpha": 0.5},
     "post_thinking": {"w_answer": 1.0, "w_rationale": 1.0, "w_sem": 0.0},
-    "pst": {"w_answer": 1.0, "w_rationale": 0.1, "w_sem": 1.0},
+    "pst": {"w_answer": 1.0, "w_rationale": 0.1},  # w_sem: train.sem.weight
 }
 
 
@@ -257,10 +258,12 @@ def _deep_merge(base: dict, over: dict) -> dict:
 
 class TrainConfig(_Section):
     """``defaults`` shared by every method; ``methods``: the methods to train (one DVC stage
-    each) with their own overrides and loss weights. Each stage tracks only
-    ``train.defaults`` and ``train.methods.<its method>``."""
+    each) with their own overrides and loss weights; ``sem``: the semantic loss, set once
+    (its ``weight`` is λ of pst). Each stage tracks ``train.defaults``, ``train.sem`` and
+    ``train.methods.<its method>``."""
 
     defaults: TrainSettings = TrainSettings()
+    sem: SemOptions = SemOptions()
     methods: dict[Literal[METHODS], TrainSettings] = Field(..., min_length=1)
 
     @model_validator(mode="before")
@@ -272,18 +275,27 @@ class TrainConfig(_Section):
         if isinstance(defaults, dict) and "loss" in defaults:
             raise ValueError("train.defaults.loss: loss weights are per method; "
                              "set them under train.methods.<method>.loss")
+        for where, block in [("defaults", defaults), *raw["methods"].items()]:
+            if isinstance(block, dict) and "sem" in block:
+                prefix = "train.defaults" if where == "defaults" else f"train.methods.{where}"
+                raise ValueError(f"{prefix}.sem: the semantic loss is set once, under train.sem")
         try:
             TrainSettings.model_validate(defaults)
+            sem = SemOptions.model_validate(raw.get("sem") or {})
         except ValidationError:
-            return raw  # reported once, under train.defaults, not again per method
+            return raw  # reported once, under train.defaults / train.sem, not again per method
         methods = {}
         for name, over in raw["methods"].items():
             over = over or {}
             if not isinstance(over, dict):
                 methods[name] = over
                 continue
-            loss = _deep_merge(METHOD_LOSS.get(name, {}), over.get("loss") or {})
-            methods[name] = _deep_merge(_deep_merge(defaults, over), {"loss": loss})
+            base = dict(METHOD_LOSS.get(name, {}))
+            if name == "pst":
+                base["w_sem"] = sem.weight
+            loss = _deep_merge(base, over.get("loss") or {})
+            merged = _deep_merge(defaults, over)
+            methods[name] = {**merged, "loss": loss, "sem": sem.model_dump()}
         return {**raw, "methods": methods}
 
 

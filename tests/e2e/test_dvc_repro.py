@@ -53,6 +53,24 @@ def test_repro_writes_metrics(repo):
     assert all(json.loads(ln)["correct"] for ln in lines)
 
 
+METHODS = ["answer_only", "pre_thinking", "step_by_step", "post_thinking", "pst"]
+
+
+def test_every_method_trained_evaluated_and_reported(repo):
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo))
+    files = next(iter(shown.values()))["data"]
+    for m in METHODS:
+        metrics = files[f"metrics/{m}.json"]["data"]
+        assert 0.0 <= metrics["accuracy_flexible"] <= 1.0 and metrics["n"] == 6
+        assert set(metrics["tasks"]) == {"coin_flip", "multistep_arithmetic"}
+        assert metrics["generated_tokens_per_question"] > 0
+        assert (repo / "models" / m / "config.json").exists()
+    assert (repo / "models/pst/semantic_head.safetensors").exists()
+    report = (repo / "reports/report.md").read_text()
+    assert all(m in report for m in METHODS)
+    assert (repo / "reports/accuracy.png").stat().st_size > 1000
+
+
 def test_second_repro_is_a_noop_and_status_clean(repo):
     out = run(["dvc", "repro"], repo)
     assert "didn't change, skipping" in out or "is cached" in out

@@ -58,7 +58,9 @@ def embeddings(n: int, seed: int = 0) -> np.ndarray:
 def settings(model_dir: str, method: str = "pst", **over):
     defaults = {"model": model_dir, "steps": 3, "batch_size": 2, "lr": 1e-2, "save_every": 2,
                 "max_length": 128, "finetune": "full", "cpu_bf16": False, "warmup_steps": 0,
-                "schedule": "constant", "sem": {"hidden": 32}}
+                "schedule": "constant"}
     method_over = over.pop("method_over", {})
+    sem = {"hidden": 32, **over.pop("sem", {})}
     defaults.update(over)
-    return parse_section("train", {"defaults": defaults, "methods": {method: method_over}}).methods[method]
+    raw = {"defaults": defaults, "sem": sem, "methods": {method: method_over}}
+    return parse_section("train", raw).methods[method]

@@ -20,6 +20,14 @@ def test_methods_merge_defaults_and_take_method_loss_defaults():
     assert cfg.methods["answer_only"].loss.reduction == "joint"
 
 
+def test_sem_weight_is_lambda_of_pst_only():
+    cfg = parse_section("train", {"sem": {"weight": 0.5, "loss": "infonce"},
+                                  "methods": {"pst": {}, "post_thinking": {}}})
+    assert cfg.methods["pst"].loss.w_sem == 0.5
+    assert cfg.methods["post_thinking"].loss.w_sem == 0.0
+    assert cfg.methods["pst"].sem.loss == cfg.methods["post_thinking"].sem.loss == "infonce"
+
+
 @pytest.mark.parametrize("raw, message", [
     ({"methods": {"pst": {"lr": -1}}}, "train.methods.pst.lr: Input should be greater than 0"),
     ({"methods": {"pst": {"lorra": 1}}}, "train.methods.pst.lorra: unknown key; allowed keys: batch_size"),
@@ -27,7 +35,9 @@ def test_methods_merge_defaults_and_take_method_loss_defaults():
     ({"defaults": {"steps": 0}, "methods": {"pst": {}}}, "train.defaults.steps"),
     ({"defaults": {"loss": {"w_sem": 1}}, "methods": {"pst": {}}}, "loss weights are per method"),
     ({"methods": {"pst": {"loss": {"alpha": 0.3, "w_answer": 1}}}}, "either alpha or w_answer"),
-    ({"methods": {"pst": {"sem": {"loss": "l1"}}}}, "train.methods.pst.sem.loss"),
+    ({"sem": {"loss": "l1"}, "methods": {"pst": {}}}, "train.sem.loss"),
+    ({"sem": {"weight": -1}, "methods": {"pst": {}}}, "train.sem.weight"),
+    ({"methods": {"pst": {"sem": {"loss": "mse"}}}}, "train.methods.pst.sem: the semantic loss is set once"),
     ({"methods": {}}, "train.methods"),
 ])
 def test_bad_train_params_name_the_key(raw, message):

@@ -2,7 +2,7 @@
 
 Answer-first methods stop at the rationale delimiter or [SEM] (formats.stop_strings), so
 the answer costs a few tokens; pre_thinking must write its rationale first. Answers go
-through parsing.extract_answer (strict and flexible), never through eval().
+through parsing.extract_answer (strict and flexible); model output is never run as code.
 """
 
 from __future__ import annotations

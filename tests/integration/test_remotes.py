@@ -125,10 +125,22 @@ def test_repro_pull_skips_the_teacher(published, remote, env):
 
 
 
+@pytest.mark.parametrize("remote", ["local", "s3"])
+def test_run_cache_from_the_remote_restores_an_uncommitted_run(published, remote, env):
+    """The max_items=5 run was never committed, only pushed with --run-cache: a clone that
+    asks for it gets it from the remote's run-cache, and the teacher never runs."""
+    root, a = published
+    d = clone(root, a, f"runcache-{remote}", remote, env)
+    set_max_items(d, 5)
+    out = sh(d, "dvc", "repro", "--pull", "generate_rationales", env=env)
+    assert "Running stage 'generate_rationales'" not in out, out
+    assert "Stage 'generate_rationales' is cached" in out, out
+    assert not (d / ".cache" / "teacher").exists()
+    assert len((d / "data/rationales/generations.jsonl").read_text().splitlines()) == 5
+
+
 def test_run_cache_restores_a_previous_params_version(published, env):
-    """Local run-cache: going back to max_items=5 restores that run instead of re-running it.
-    (A run-cache restore *from a remote* also needs the uncached metrics file, which
-    `dvc push` does not upload, so across machines share runs by committing dvc.lock.)"""
+    """Local run-cache: going back to max_items=5 restores that run instead of re-running it."""
     _, a = published
     set_max_items(a, 5)
     try:

@@ -87,14 +87,13 @@ def summarize(records: Iterable[dict], dropped: Counter, n_items: int, wall: flo
               cache_stats: dict | None = None) -> dict:
     records = list(records)
     kept = len(records) - sum(dropped.values())
-    completion_tokens = sum(r["completion_tokens"] for r in records)
     return {
         "items": n_items, "generations": len(records), "kept": kept,
         "dropped": dict(sorted(dropped.items())),
         "finish_reasons": dict(sorted(Counter(r["finish_reason"] for r in records).items())),
         "teacher_accuracy": round(sum(r["correct"] for r in records) / max(len(records), 1), 4),
         "prompt_tokens": sum(r["prompt_tokens"] for r in records),
-        "completion_tokens": completion_tokens,
+        "completion_tokens": sum(r["completion_tokens"] for r in records),
         "wall_s": round(wall, 3),
         "generations_per_s": round(len(records) / wall, 3) if wall > 0 else None,
         "cache": cache_stats or {},

@@ -56,6 +56,7 @@ class TeacherBackend(abc.ABC):
     name: str = "base"
     writes_cache: bool = False    # True: the backend's workers store completions themselves
     cache = None                  # the run's GenerationCache, set by the driver
+    tokenizer = None              # backends with a local tokenizer render its chat template
 
     def __init__(self, cfg, answer_prefix: str):
         self.cfg = cfg
@@ -68,7 +69,7 @@ class TeacherBackend(abc.ABC):
     def render(self, messages) -> str:
         from pst_distill.prompts import render
 
-        return render(list(messages))
+        return render(list(messages), self.tokenizer)
 
     def metadata(self) -> dict:
         """Recorded with every generation (backend versions, device)."""

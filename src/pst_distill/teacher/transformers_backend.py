@@ -86,11 +86,6 @@ class TransformersBackend(TeacherBackend):
                 self.cfg.trust_remote_code)
         return self._model
 
-    def render(self, messages) -> str:
-        from pst_distill.prompts import render
-
-        return render(list(messages), self.tokenizer)
-
     def metadata(self) -> dict:
         import torch
         import transformers

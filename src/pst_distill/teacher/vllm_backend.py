@@ -149,11 +149,6 @@ class VllmBackend(TeacherBackend):
             self._llm = self.vllm.LLM(**self.kwargs)
         return self._llm
 
-    def render(self, messages) -> str:
-        from pst_distill.prompts import render
-
-        return render(list(messages), self.tokenizer)
-
     def metadata(self) -> dict:
         return {**super().metadata(), "vllm": getattr(self.vllm, "__version__", "unknown"),
                 "tensor_parallel_size": self.cfg.vllm.tensor_parallel_size,

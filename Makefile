@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
 
-.PHONY: run test setup bench clean-venv
+.PHONY: run test test-fast setup bench gpu-bundle gpu-dry-run gpu-experiment-dry-run clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,8 +27,26 @@ run: $(STAMP)
 test: $(STAMP)
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q tests
 
+# the fast lane while developing: unit tests only, no model loads (under 2 minutes)
+test-fast: $(STAMP)
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q tests/unit
+
+# CPU here; on a CUDA machine train_throughput.py runs its GPU configs (HF Trainer vs ours)
 bench: $(STAMP)
 	for f in benchmarks/*.py; do PATH=$(abspath $(VENV))/bin:$$PATH $(PY) $$f || exit 1; done
+
+# the offline GPU machine's bundle (wheels + GGUF parts, .gpu_bundle/) and a CPU dry run of
+# scripts/gpu_check.sh (see README "GPU check"); the embedder is for the GPU experiment
+gpu-bundle: $(STAMP)
+	scripts/prepare_gpu_bundle.sh --with-embedder
+
+gpu-dry-run: $(STAMP)
+	scripts/gpu_check.sh --dry-run build/gpu_check_dry
+
+# CPU dry run of scripts/gpu_experiment.sh: profiles/gpu.yaml's structure at tiny sizes
+# (5 methods x 3 seeds; ~17 min on 2 cores; see README "GPU experiment")
+gpu-experiment-dry-run: $(STAMP)
+	scripts/gpu_experiment.sh --dry-run build/gpu_experiment_dry
 
 clean-venv:
 	rm -rf $(VENV)

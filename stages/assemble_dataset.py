@@ -1,10 +1,10 @@
-"""Stage assemble_dataset: one training JSONL per method (segments + embedding row)."""
+"""Stage assemble_dataset: one training JSONL per method (segments + target key), and the
+semantic targets (targets.jsonl) that the embed stage embeds next."""
 
 import argparse
 
-from pst_distill.assemble import assemble, write_datasets
+from pst_distill.assemble import assemble, write_datasets, write_targets
 from pst_distill.config import load_section
-from pst_distill.embed import load_embeddings
 from pst_distill.io import read_jsonl, write_json
 from pst_distill.runtime import cli, provenance, setup
 
@@ -13,23 +13,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--rationales", required=True, help="kept rationales (jsonl)")
-    ap.add_argument("--embeddings", required=True, help="embeddings matrix (.npy)")
-    ap.add_argument("--keys", required=True, help="JSON key list aligned to the matrix")
     ap.add_argument("--out-dir", required=True, help="folder for <method>.jsonl")
-    ap.add_argument("--stats", required=True)
+    ap.add_argument("--targets", required=True, help="semantic targets to embed (jsonl)")
+    ap.add_argument("--stats", required=True, help="the few figures a sweep compares (metrics json)")
+    ap.add_argument("--details", required=True, help="full assembly statistics and provenance (json)")
     args = ap.parse_args()
 
     common, cfg = load_section(args.params, "assemble")
     log = setup("assemble", common, cfg)
     records = read_jsonl(args.rationales)
-    # norms are checked only for presence/alignment here: embed.normalize may be false
-    emb = load_embeddings(args.embeddings, args.keys, expected_keys=[r["key"] for r in records],
-                          check_norms=False)
-    datasets, stats = assemble(records, emb.row_of, cfg, common.format, common.seed)
+    datasets, targets, stats = assemble(records, cfg, common.format, common.seed)
     write_datasets(args.out_dir, datasets)
-    write_json(args.stats, {**stats, "embedding_dim": emb.dim, "provenance": provenance()})
-    log.info("assembled %d items into %s; corrupted %d; rows per method %s", stats["items"],
-             args.out_dir, stats["corrupted"], {m: s["rows"] for m, s in stats["methods"].items()})
+    write_targets(args.targets, targets)
+    write_json(args.details, {**stats, "provenance": provenance()})
+    write_json(args.stats, {"items": stats["items"], "corrupted": stats["corrupted"],
+                            "corrupt": {k: stats["corrupt"][k] for k in ("frac", "mode", "per_task")},
+                            "semantic_target": stats["semantic_target"], "targets": stats["targets"]})
+    log.info("assembled %d items into %s; corrupted %d (semantic target: %s); %d targets; "
+             "rows per method %s", stats["items"], args.out_dir, stats["corrupted"],
+             stats["semantic_target"], stats["targets"],
+             {m: s["rows"] for m, s in stats["methods"].items()})
 
 
 if __name__ == "__main__":

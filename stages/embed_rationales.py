@@ -1,18 +1,20 @@
-"""Stage embed_rationales: one L2-normalised sentence embedding per kept rationale."""
+"""Stage embed_rationales: one L2-normalised sentence embedding per semantic target (the
+assembled targets.jsonl: the rationales the PST rows point to, corrupted ones included)."""
 
 import argparse
 import time
 
 from pst_distill.config import load_section
-from pst_distill.embed import embed_rationales, load_embedder, load_embeddings, resolve_device
+from pst_distill.embed import embed_rationales, load_embedder, load_embeddings
 from pst_distill.io import read_jsonl, write_json, write_npy
+from pst_distill.models import pick_device
 from pst_distill.runtime import cli, provenance, setup
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--rationales", required=True, help="kept rationales (jsonl)")
+    ap.add_argument("--targets", required=True, help="semantic targets {key, rationale} (jsonl)")
     ap.add_argument("--out", required=True, help="embeddings matrix (.npy, float32)")
     ap.add_argument("--keys", required=True, help="JSON list of keys, row i <-> keys[i]")
     ap.add_argument("--stats", required=True)
@@ -20,8 +22,8 @@ def main() -> None:
 
     common, cfg = load_section(args.params, "embed")
     log = setup("embed", common, cfg)
-    records = read_jsonl(args.rationales)
-    device = resolve_device(cfg.device)
+    records = read_jsonl(args.targets)
+    device = pick_device(cfg.device)
     start = time.perf_counter()
     embedder = load_embedder(cfg.model, device, cfg.revision)
     loaded = time.perf_counter()
@@ -36,7 +38,7 @@ def main() -> None:
         "normalize": cfg.normalize, "batch_size": cfg.batch_size, "load_s": round(load_s, 3), "encode_s": round(encode_s, 3),
         "provenance": provenance(device),
     })
-    log.info("embedded %d rationales into %s (dim %d): load %.1f s, encode %.1f s",
+    log.info("embedded %d targets into %s (dim %d): load %.1f s, encode %.1f s",
              vectors.shape[0], args.out, vectors.shape[1], load_s, encode_s)
 
 

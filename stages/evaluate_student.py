@@ -1,35 +1,45 @@
-"""Stage evaluate_student@<method>: greedy answers of the trained student on the test split."""
+"""Stage evaluate_student@<method>-<seed>: greedy answers of one trained student on the
+evaluation set (evaluate.per_task questions per task, the same for every method and seed)."""
 
 import argparse
 
 from pst_distill.config import load_section
-from pst_distill.evaluate import evaluate
 from pst_distill.io import read_jsonl, write_json, write_jsonl
 from pst_distill.models import load_causal_lm
-from pst_distill.runtime import provenance, setup
+from pst_distill.runtime import cli, provenance, seed_everything, setup
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--method", required=True)
+    ap.add_argument("--seed", type=int, required=True, help="training seed of the student")
     ap.add_argument("--model", required=True, help="trained student folder")
     ap.add_argument("--test", required=True, help="prepared test items (jsonl)")
     ap.add_argument("--predictions", required=True, help="predictions (jsonl)")
-    ap.add_argument("--metrics", required=True, help="accuracy, tokens and time (json)")
+    ap.add_argument("--metrics", required=True, help="accuracy, tokens and time (small json)")
+    ap.add_argument("--details", required=True, help="config, finish reasons, parse failures, "
+                    "evaluation set, provenance (json, not a metric)")
     args = ap.parse_args()
 
     common, cfg = load_section(args.params, "evaluate")
-    log = setup(f"evaluate_student.{args.method}", common, cfg)
+    from pst_distill.evaluate import evaluate, split_summary  # torch loads after the params check
+    log = setup(f"evaluate_student.{args.method}-{args.seed}", common, cfg)
+    seed_everything(args.seed)  # greedy decoding: nothing random, but the seed is the run's
     model, tok = load_causal_lm(args.model, device=cfg.device, dtype=cfg.dtype)
-    preds, metrics = evaluate(model, tok, read_jsonl(args.test), args.method, common.format, cfg)
-    write_jsonl(args.predictions, preds)
-    write_json(args.metrics, {**metrics, "model": args.model,
+    preds, summary = evaluate(model, tok, read_jsonl(args.test), args.method, common.format, cfg)
+    metrics, details = split_summary(summary, args.seed)
+    write_jsonl(args.predictions, [{**p, "seed": args.seed} for p in preds])
+    write_json(args.metrics, metrics)
+    write_json(args.details, {**details, "model": args.model, "test": args.test,
+                              "config": {"evaluate": cfg.model_dump(),
+                                         "format": common.format.model_dump()},
                               "provenance": provenance(str(model.device))})
-    log.info("%s: accuracy %.3f (strict %.3f) on %d questions, %.1f tokens and %.2f s per question",
-             args.method, metrics["accuracy_flexible"], metrics["accuracy_strict"], metrics["n"],
-             metrics["generated_tokens_per_question"], metrics["seconds_per_question"])
+    log.info("%s seed %d: accuracy %.3f (strict %.3f) on %d questions, %.1f tokens and %.2f s "
+             "per question", args.method, args.seed, metrics["accuracy_flexible"],
+             metrics["accuracy_strict"], metrics["n"], metrics["generated_tokens_per_question"],
+             metrics["seconds_per_question"])
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -6,7 +6,7 @@ from collections import Counter
 from pst_distill.config import load_section
 from pst_distill.io import write_json, write_jsonl
 from pst_distill.runtime import cli, setup
-from pst_distill.tasks import build_task, split_records
+from pst_distill.tasks import load_task, split_records
 
 
 def main() -> None:
@@ -20,9 +20,9 @@ def main() -> None:
     common, cfg = load_section(args.params, "prepare")
     log = setup("prepare", common, cfg)
 
-    records = []
+    records, sources = [], {}
     for spec in cfg.tasks:
-        task_records = build_task(spec, common.seed)
+        task_records, sources[spec.name] = load_task(spec, common.seed)
         log.info("%s (%s): %d items", spec.name, spec.source, len(task_records))
         records.extend(task_records)
     train, test = split_records(records, cfg.test_frac)
@@ -32,6 +32,7 @@ def main() -> None:
         "train": dict(Counter(r["task"] for r in train)),
         "test": dict(Counter(r["task"] for r in test)),
         "with_reference_rationale": sum(bool(r.get("reference_rationale")) for r in records),
+        "sources": sources,  # per task: hub dataset commit read, or local:<sha256> of the file
     }
     write_json(args.stats, stats)
     log.info("wrote %d train and %d test items", len(train), len(test))

@@ -1,29 +1,37 @@
-"""Stage report: methods × tasks accuracy table with token/time cost, and PNG plots."""
+"""Stage report: accuracy with 95% intervals, constant baselines, paired differences, label
+histograms, cost and training tables (Markdown), summary.json (metrics) and PNG plots."""
 
 import argparse
+from pathlib import Path
 
 from pst_distill.config import load_section
-from pst_distill.report import build_report
-from pst_distill.runtime import setup
+from pst_distill.report import Inputs, Outputs, build_report
+from pst_distill.runtime import cli, setup
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--eval-metrics", required=True, help="folder of evaluate_student metrics")
-    ap.add_argument("--train-metrics", required=True, help="folder of train_student metrics")
-    ap.add_argument("--curves", required=True, help="folder of per-method loss curves (tsv)")
+    ap.add_argument("--predictions", required=True, help="folder of <method>-<seed>.jsonl predictions")
+    ap.add_argument("--train", required=True, help="prepared train split (majority baseline)")
+    ap.add_argument("--test", required=True, help="prepared test split")
+    ap.add_argument("--train-metrics", required=True, help="folder of <method>-<seed>.json training metrics")
+    ap.add_argument("--curves", required=True, help="folder of <method>-<seed>.tsv loss curves")
     ap.add_argument("--out", required=True, help="Markdown report")
+    ap.add_argument("--summary", required=True, help="accuracy intervals, baselines, cost (json)")
     ap.add_argument("--accuracy-plot", required=True)
     ap.add_argument("--loss-plot", required=True)
     args = ap.parse_args()
 
     common, cfg = load_section(args.params, "report")
     log = setup("report", common, cfg)
-    done = build_report(args.eval_metrics, args.train_metrics, args.curves, args.out,
-                        args.accuracy_plot, args.loss_plot, cfg)
-    log.info("report for %s written to %s", ", ".join(done["methods"]) or "no methods", args.out)
+    inputs = Inputs(Path(args.predictions), Path(args.train), Path(args.test),
+                    Path(args.train_metrics), Path(args.curves))
+    outputs = Outputs(Path(args.out), Path(args.summary), Path(args.accuracy_plot),
+                      Path(args.loss_plot))
+    summary = build_report(inputs, outputs, cfg)
+    log.info("report for %s written to %s", ", ".join(summary["methods"]), args.out)
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -1,17 +1,33 @@
-"""Training datasets per method: rationale records -> rows of text segments.
+"""Training datasets per method, and the semantic targets they point to.
 
 One JSONL per method, one row per training sequence (``step_by_step`` gives two per
 rationale: the ``predict:`` row and the ``explain:`` row). A row::
 
-    {"id", "key", "task", "method", "answer", "answer_type", "corrupted",
+    {"id", "key", "task", "method", "answer", "answer_type", "corrupted", "emb_key",
      "emb_row", "segments": [{"kind": "prompt"|"answer"|"rationale"|"sem", "text": ...}]}
 
-``segments`` come from :func:`pst_distill.formats.training_sequences` unchanged. ``emb_row``
-is the row of the embeddings matrix holding the semantic target of the row's rationale
-(the PST target); it is set on every row that contains a rationale segment, and null on
-rows without one (answer_only, step_by_step's predict row). For ``shuffle`` corruption it
-points at the donor rationale's row; for ``numbers``/``swap`` at the clean rationale's row
-(see :mod:`pst_distill.corrupt`).
+``segments`` come from :func:`pst_distill.formats.training_sequences` unchanged.
+
+Semantic targets (``targets.jsonl``, embedded by the embed stage, which runs after this
+one): one row ``{"key", "task", "corrupted", "rationale"}`` per distinct target key, in the
+order of the items. ``emb_key`` is the target key of the row (the PST target) and
+``emb_row`` its index in the targets file, which is the row of the embeddings matrix the
+embed stage writes; both are set on every row that contains a rationale segment, and null
+on rows without one (answer_only, step_by_step's predict row). Training joins rows to the
+matrix by ``emb_key`` (:func:`pst_distill.embed.join_embeddings`), never by position alone.
+
+Target key of an item (``assemble.semantic_target``):
+
+- a clean item: its generation ``key`` (target text: its rationale);
+- ``seen`` (default), a corrupted item: the rationale the student sees. ``shuffle`` shows
+  a donor's clean rationale, so the key is the donor's generation key; ``numbers``/``swap``
+  show a new text, keyed by ``content_hash("target", key, mode, text)``;
+- ``clean``, a corrupted item: its own generation key, i.e. the embedding of the clean
+  rationale it had before corruption, whatever the mode. Only PST then gets clean
+  information: kept to measure that effect, and recorded in the stats as such.
+
+A key always names one text, so the target text of every row equals the rationale its
+rationale segment shows (``seen``) or the item's clean rationale (``clean``).
 """
 
 from __future__ import annotations
@@ -57,8 +73,48 @@ def cap_per_task(records: list[dict], max_per_task: int | None) -> list[dict]:
     return [r for r in records if r["id"] in keep]
 
 
-def build_rows(rec: dict, method: str, fmt, emb_row: int | None) -> list[dict]:
-    """The rows one (possibly corrupted) record contributes to ``method``'s dataset."""
+SEMANTIC_TARGETS = ("seen", "clean")
+
+
+def target_of(item: dict, clean_text: str, semantic_target: str, mode: str) -> dict:
+    """The semantic target ``{key, task, corrupted, rationale}`` of one (possibly corrupted)
+    item; ``clean_text`` is the item's rationale before corruption, ``mode`` the corrupt
+    mode. ``corrupted`` marks a target text that no clean rationale has."""
+    if semantic_target not in SEMANTIC_TARGETS:
+        raise ValueError(f"unknown semantic_target {semantic_target!r}; allowed: "
+                         f"{', '.join(SEMANTIC_TARGETS)}")
+    if not item.get("corrupted") or semantic_target == "clean":
+        return {"key": item["key"], "task": item["task"], "corrupted": False,
+                "rationale": clean_text.strip()}
+    text = item["rationale"].strip()
+    key = item.get("donor_key") or content_hash("target", item["key"], mode, text)
+    return {"key": key, "task": item["task"], "corrupted": "donor_key" not in item,
+            "rationale": text}
+
+
+def build_targets(items: list[dict], clean: dict[str, str], semantic_target: str,
+                  mode: str) -> tuple[list[dict], list[str]]:
+    """(targets, emb_key per item): distinct targets in item order; ``clean`` maps a
+    generation key to its clean rationale. A key naming two texts is a bug, so it raises."""
+    targets: dict[str, dict] = {}
+    keys = []
+    for item in items:
+        target = target_of(item, clean[item["key"]], semantic_target, mode)
+        seen = targets.setdefault(target["key"], target)
+        if seen["rationale"] != target["rationale"]:
+            raise ValueError(f"target key {target['key']} names two different texts")
+        keys.append(target["key"])
+    return list(targets.values()), keys
+
+
+def build_rows(rec: dict, method: str, fmt, emb_key: str | None = None,
+               emb_row: int | None = None) -> list[dict]:
+    """The rows one (possibly corrupted) record contributes to ``method``'s dataset.
+
+    ``emb_key`` is the key of the record's semantic target (default: its own ``key``) and
+    ``emb_row`` that target's row in targets.jsonl.
+    """
+    emb_key = emb_key or rec["key"]
     rows = []
     for segments in training_sequences(method, rec["question"], rec["answer"],
                                        rec["rationale"], fmt):
@@ -67,28 +123,27 @@ def build_rows(rec: dict, method: str, fmt, emb_row: int | None) -> list[dict]:
             "id": rec["id"], "key": rec["key"], "task": rec["task"], "method": method,
             "answer": rec["answer"], "answer_type": rec.get("answer_type"),
             "corrupted": bool(rec.get("corrupted", False)),
+            "emb_key": emb_key if has_rationale else None,
             "emb_row": emb_row if has_rationale else None,
             "segments": [s.as_dict() for s in segments],
         })
     return rows
 
 
-def assemble(records: list[dict], row_of: dict[str, int], cfg, fmt,
-             seed: int) -> tuple[dict[str, list[dict]], dict]:
-    """Rows per method for ``cfg.methods`` and the stats for metrics/assemble.json.
-
-    ``row_of`` maps a generation key to its row in the embeddings matrix.
-    """
+def assemble(records: list[dict], cfg, fmt,
+             seed: int) -> tuple[dict[str, list[dict]], list[dict], dict]:
+    """Rows per method for ``cfg.methods``, the semantic targets (targets.jsonl) and the
+    stats for metrics/assemble.json."""
     check_records(records)
     kept = cap_per_task(records, cfg.max_per_task)
     items, corrupt_stats = corrupt_records(kept, cfg.corrupt_frac, cfg.corrupt_mode, seed)
-    missing = sorted({r["emb_key"] for r in items} - set(row_of))
-    if missing:
-        raise ValueError(f"{len(missing)} rationale key(s) have no embedding row, e.g. {missing[0]}")
+    targets, emb_keys = build_targets(items, {r["key"]: r["rationale"] for r in kept},
+                                      cfg.semantic_target, cfg.corrupt_mode)
+    row_of = {t["key"]: i for i, t in enumerate(targets)}
     datasets = {}
     for method in cfg.methods:
-        datasets[method] = [row for rec in items
-                            for row in build_rows(rec, method, fmt, row_of[rec["emb_key"]])]
+        datasets[method] = [row for item, key in zip(items, emb_keys)
+                            for row in build_rows(item, method, fmt, key, row_of[key])]
     stats = {
         "items": len(items),
         "items_per_task": dict(sorted(Counter(r["task"] for r in items).items())),
@@ -96,9 +151,12 @@ def assemble(records: list[dict], row_of: dict[str, int], cfg, fmt,
         "max_per_task": cfg.max_per_task,
         "corrupt": corrupt_stats,
         "corrupted": corrupt_stats["corrupted"],
+        "semantic_target": cfg.semantic_target,
+        "targets": len(targets),
+        "corrupted_targets": sum(t["corrupted"] for t in targets),
         "methods": {m: _method_stats(rows) for m, rows in datasets.items()},
     }
-    return datasets, stats
+    return datasets, targets, stats
 
 
 def _method_stats(rows: list[dict]) -> dict:
@@ -106,6 +164,13 @@ def _method_stats(rows: list[dict]) -> dict:
     return {"rows": len(rows), "per_task": dict(sorted(per_task.items())),
             "corrupted_rows": sum(r["corrupted"] for r in rows),
             "with_emb_row": sum(r["emb_row"] is not None for r in rows)}
+
+
+def write_targets(path: str | Path, targets: Iterable[dict]) -> Path:
+    """Write targets.jsonl (the embed stage's input)."""
+    n = write_jsonl(path, targets)
+    log.info("wrote %d semantic targets to %s", n, path)
+    return Path(path)
 
 
 def write_datasets(out_dir: str | Path, datasets: dict[str, Iterable[dict]]) -> dict[str, Path]:

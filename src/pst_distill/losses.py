@@ -1,10 +1,11 @@
 """The training loss of PST_METHOD.md as pure functions on tensors.
 
-    L = w_A · CE(answer tokens) + w_R · CE(rationale tokens) + λ · L_sem
+    L = w_A · CE(answer tokens) + w_R · CE(rationale tokens) + w_S · CE([SEM] token) + λ · L_sem
 
 Shapes: B rows, T tokens, V vocabulary, H hidden size, D embedding size, N rows that
 carry a semantic target. ``parts`` [B, T] gives each *input* token's part:
-``NO_LOSS`` (prompt, [SEM], padding), ``ANSWER`` or ``RATIONALE``; ``labels`` [B, T] are
+``NO_LOSS`` (prompt, an unsupervised [SEM], padding), ``ANSWER``, ``RATIONALE`` or ``SEM``
+(a supervised [SEM] token: its own CE term, not part of the answer's); ``labels`` [B, T] are
 the input ids with -100 where no loss is wanted. The shift (logits at t predict token
 t + 1) happens here, once.
 
@@ -29,20 +30,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 IGNORE = -100
-NO_LOSS, ANSWER, RATIONALE = 0, 1, 2
+NO_LOSS, ANSWER, RATIONALE, SEM = 0, 1, 2, 3
+CE_PARTS = (ANSWER, RATIONALE, SEM)  # the order of every CE-sums vector
 SemLoss = Literal["cosine", "mse", "infonce"]
 Pooling = Literal["sem_token", "rationale_mean"]
 
 
 @dataclass(frozen=True)
 class LossWeights:
-    """w_A, w_R, λ; ``per_part`` averages each part on its own, ``joint`` all tokens together
-    (plain LM loss over the completion when w_A = w_R = 1)."""
+    """w_A, w_R, λ, w_S; ``per_part`` averages each part on its own, ``joint`` all tokens
+    together (plain LM loss over the completion when w_A = w_R = w_S = 1)."""
 
     w_answer: float = 1.0
     w_rationale: float = 1.0
     w_sem: float = 0.0
     reduction: Literal["per_part", "joint"] = "per_part"
+    w_sem_token: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -52,10 +55,13 @@ class Denominators:
     n_answer: float
     n_rationale: float
     n_sem: float = 0.0
+    n_sem_token: float = 0.0
 
     def __add__(self, other: "Denominators") -> "Denominators":
-        return Denominators(self.n_answer + other.n_answer, self.n_rationale + other.n_rationale,
-                            self.n_sem + other.n_sem)
+        return Denominators(*(a + b for a, b in zip(self.as_list(), other.as_list())))
+
+    def as_list(self) -> list[float]:
+        return [self.n_answer, self.n_rationale, self.n_sem, self.n_sem_token]
 
 
 def token_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
@@ -68,17 +74,17 @@ def token_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     return ce.view_as(shift_labels)
 
 
-def _part_masks(labels: Tensor, parts: Tensor) -> tuple[Tensor, Tensor]:
+def _part_masks(labels: Tensor, parts: Tensor) -> tuple[Tensor, ...]:
+    """Bool [B, T-1] per part of :data:`CE_PARTS`: the next token is supervised and of it."""
     supervised = labels[:, 1:] != IGNORE
     shifted = parts[:, 1:]
-    return supervised & (shifted == ANSWER), supervised & (shifted == RATIONALE)
+    return tuple(supervised & (shifted == p) for p in CE_PARTS)
 
 
 def part_ce_sums(logits: Tensor, labels: Tensor, parts: Tensor) -> Tensor:
-    """Sum of token CE over answer and over rationale tokens: [2] = (answer, rationale)."""
+    """Sum of token CE per part: [3] = (answer, rationale, [SEM] token)."""
     ce = token_cross_entropy(logits, labels)
-    answer, rationale = _part_masks(labels, parts)
-    return torch.stack([(ce * answer).sum(), (ce * rationale).sum()])
+    return torch.stack([(ce * m).sum() for m in _part_masks(labels, parts)])
 
 
 def supervised_positions(labels: Tensor) -> Tensor:
@@ -93,7 +99,12 @@ def part_ce_sums_flat(logits: Tensor, targets: Tensor, parts: Tensor) -> Tensor:
     elsewhere): ``logits`` [M, V], ``targets`` [M] next-token ids, ``parts`` [M] the
     target tokens' parts, all selected by :func:`supervised_positions`."""
     ce = F.cross_entropy(logits.float(), targets, reduction="none")
-    return torch.stack([(ce * (parts == ANSWER)).sum(), (ce * (parts == RATIONALE)).sum()])
+    return ce_sums_by_part(ce, parts)
+
+
+def ce_sums_by_part(ce: Tensor, parts: Tensor) -> Tensor:
+    """[3] sums of per-token CE ``ce`` [M] grouped by the target parts ``parts`` [M]."""
+    return torch.stack([(ce * (parts == p)).sum() for p in CE_PARTS])
 
 
 def select_supervised(labels: Tensor, parts: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -104,9 +115,9 @@ def select_supervised(labels: Tensor, parts: Tensor) -> tuple[Tensor, Tensor, Te
 
 def count_parts(labels: Tensor, parts: Tensor, sem_valid: Tensor | None = None) -> Denominators:
     """The :class:`Denominators` of one (micro-)batch; add them up over the effective batch."""
-    answer, rationale = _part_masks(labels, parts)
+    answer, rationale, sem_token = _part_masks(labels, parts)
     n_sem = float(sem_valid.sum()) if sem_valid is not None else 0.0
-    return Denominators(float(answer.sum()), float(rationale.sum()), n_sem)
+    return Denominators(float(answer.sum()), float(rationale.sum()), n_sem, float(sem_token.sum()))
 
 
 def semantic_loss(pred: Tensor, target: Tensor, kind: SemLoss = "cosine",
@@ -166,17 +177,53 @@ def combine(ce_sums: Tensor, sem_sum: Tensor | float, den: Denominators,
             w: LossWeights) -> tuple[Tensor, dict[str, float]]:
     """Scalar loss of one micro-batch, normalised by effective-batch ``den``, and its parts.
 
-    ``ce_sums`` [2] from :func:`part_ce_sums`, ``sem_sum`` the summed :func:`semantic_loss`.
+    ``ce_sums`` [3] from :func:`part_ce_sums` (a [2] vector without a [SEM] part is
+    accepted), ``sem_sum`` the summed :func:`semantic_loss`. The parts are detached 0-d
+    tensors (no device sync here; ``float()`` them to log).
     """
-    ce_a = ce_sums[0] / max(den.n_answer, 1.0)
-    ce_r = ce_sums[1] / max(den.n_rationale, 1.0)
+    s_a, s_r = ce_sums[0], ce_sums[1]
+    s_s = ce_sums[2] if len(ce_sums) > 2 else torch.zeros_like(s_a)
+    ce_a = s_a / max(den.n_answer, 1.0)
+    ce_r = s_r / max(den.n_rationale, 1.0)
+    ce_s = s_s / max(den.n_sem_token, 1.0)
     if w.reduction == "joint":
-        ce = (w.w_answer * ce_sums[0] + w.w_rationale * ce_sums[1]) / max(
-            den.n_answer + den.n_rationale, 1.0)
+        ce = (w.w_answer * s_a + w.w_rationale * s_r + w.w_sem_token * s_s) / max(
+            den.n_answer + den.n_rationale + den.n_sem_token, 1.0)
     else:
-        ce = w.w_answer * ce_a + w.w_rationale * ce_r
+        ce = w.w_answer * ce_a + w.w_rationale * ce_r + w.w_sem_token * ce_s
     sem = sem_sum / max(den.n_sem, 1.0)
     loss = ce + w.w_sem * sem if w.w_sem else ce
-    parts = {"ce_answer": float(ce_a.detach()), "ce_rationale": float(ce_r.detach()),
-             "sem": float(sem.detach()) if isinstance(sem, Tensor) else float(sem)}
+    sem = sem if isinstance(sem, Tensor) else torch.tensor(float(sem), device=ce_a.device)
+    parts = {"ce_answer": ce_a.detach(), "ce_rationale": ce_r.detach(),
+             "ce_sem_token": ce_s.detach(), "sem": sem.detach()}
     return loss, parts
+
+
+def pool_flat(hidden: Tensor, pooling: Pooling, sem_flat: Tensor, parts: Tensor,
+              seq_index: Tensor, n_seq: int) -> Tensor:
+    """[K, H] per example from flat final hidden states [N, H] of any layout (padded rows
+    or packed rows, flattened): the state at each example's flat [SEM] index ``sem_flat``
+    [K] (−1 where absent: zeros) or the mean over its rationale positions, grouped by
+    ``seq_index`` [N] (the example of each token, −1 on padding)."""
+    if pooling == "sem_token":
+        picked = hidden[sem_flat.clamp(min=0)]
+        return picked * (sem_flat >= 0).to(hidden.dtype).unsqueeze(-1)
+    if pooling == "rationale_mean":
+        keep = (parts == RATIONALE) & (seq_index >= 0)  # summed in float32 (bf16 runs too)
+        sums = hidden.new_zeros(n_seq, hidden.size(-1), dtype=torch.float32).index_add(
+            0, seq_index[keep], hidden[keep].float())
+        counts = torch.bincount(seq_index[keep], minlength=n_seq).to(torch.float32)
+        return sums / counts.clamp(min=1.0).unsqueeze(-1)
+    raise ValueError(f"unknown pooling {pooling!r}; allowed: sem_token, rationale_mean")
+
+
+def sem_rows_flat(pooling: Pooling, sem_flat: Tensor, parts: Tensor, seq_index: Tensor,
+                  emb_row: Tensor) -> Tensor:
+    """Bool [K]: examples that have a target and something to pool (:func:`pool_flat`)."""
+    has_target = emb_row >= 0
+    if pooling == "sem_token":
+        return has_target & (sem_flat >= 0)
+    has_rationale = torch.zeros_like(has_target)
+    rows = seq_index[(parts == RATIONALE) & (seq_index >= 0)]
+    has_rationale[rows] = True
+    return has_target & has_rationale

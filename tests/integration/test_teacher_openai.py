@@ -1,5 +1,6 @@
-"""The OpenAI-compatible backend against a real server (pst_distill.serve + SmolLM2) on
-loopback: HTTP contract, API key handling, 429s, and a server killed mid-run."""
+"""The OpenAI-compatible backend against a real server (tests/support/serve.py + SmolLM2)
+on loopback: HTTP contract, API key handling, 429s, and a server killed mid-run. The
+third-party server (llama.cpp's) is tested in test_teacher_llamacpp.py."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -18,12 +20,14 @@ import requests
 from pst_distill.config import TeacherConfig
 from pst_distill.teacher import generate_rationales
 from pst_distill.teacher.cache import GenerationCache
-from pst_distill.teacher.openai_backend import OpenAIBackend, ServerError
+from pst_distill.teacher.base import TeacherUnavailable
+from pst_distill.teacher.openai_backend import OpenAIBackend
 
 pytestmark = pytest.mark.slow
 MODEL = "smollm2-135m-instruct"
 SECRET = "s3cr3t-test-key-do-not-log"
 KEY_ENV = "PST_TEST_TEACHER_KEY"
+SERVE = Path(__file__).resolve().parents[1] / "support" / "serve.py"
 
 
 def free_port() -> int:
@@ -33,7 +37,7 @@ def free_port() -> int:
 
 
 class Server:
-    """``python -m pst_distill.serve`` as a subprocess on a fixed loopback port."""
+    """``tests/support/serve.py`` as a subprocess on a fixed loopback port."""
 
     def __init__(self, log_path):
         self.port = free_port()
@@ -42,7 +46,7 @@ class Server:
         self.proc = None
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "pst_distill.serve", "--model", MODEL, "--port",
+        cmd = [sys.executable, str(SERVE), "--model", MODEL, "--port",
                str(self.port), "--api-key-env", KEY_ENV, "--max-queue", "2"]
         env = {**os.environ, KEY_ENV: SECRET, "OMP_NUM_THREADS": "1"}
         with open(self.log_path, "a") as log:
@@ -77,7 +81,7 @@ def chat(server, key=SECRET, **body):
 
 def teacher_cfg(server, **openai) -> TeacherConfig:
     opts = {"base_url": server.url, "api_key_env": KEY_ENV, "max_concurrency": 4,
-            "max_retries": 12, "backoff_s": 0.3, "max_backoff_s": 3.0, "timeout_s": 120.0}
+            "outage_budget_s": 90.0, "backoff_s": 0.3, "max_backoff_s": 3.0, "timeout_s": 120.0}
     return TeacherConfig(backend="openai", model=MODEL, max_new_tokens=12,
                          openai={**opts, **openai})
 
@@ -112,18 +116,19 @@ def test_unreachable_server_fails_fast_naming_the_url():
     url = f"http://127.0.0.1:{free_port()}/v1"
     cfg = TeacherConfig(backend="openai", openai={"base_url": url, "connect_timeout_s": 2})
     start = time.perf_counter()
-    with pytest.raises(ServerError, match=f"no OpenAI-compatible server answers at {url}/models"):
+    with pytest.raises(TeacherUnavailable,
+                       match=f"no OpenAI-compatible server answers at {url}/models"):
         generate_rationales([{"id": "x"}], cfg, "Answer:", 0)
     assert time.perf_counter() - start < 10
 
 
 def test_wrong_key_and_unknown_model_are_clear(server, monkeypatch):
     monkeypatch.setenv(KEY_ENV, "wrong")
-    with pytest.raises(ServerError, match=f"set the API key in env var {KEY_ENV}"):
+    with pytest.raises(TeacherUnavailable, match=f"set the API key in env var {KEY_ENV}"):
         OpenAIBackend(teacher_cfg(server), "Answer:").check()
     monkeypatch.setenv(KEY_ENV, SECRET)
     cfg = teacher_cfg(server).model_copy(update={"model": "other-model"})
-    with pytest.raises(ServerError, match="does not serve teacher.model 'other-model'"):
+    with pytest.raises(TeacherUnavailable, match="does not serve teacher.model 'other-model'"):
         OpenAIBackend(cfg, "Answer:").check()
 
 

@@ -81,3 +81,49 @@ def test_kill_resume_rerun_and_added_questions(tmp_path, teacher_items):
     stats = run_stage(tmp_path)
     assert stats["cache"]["hits"] == 6 and stats["cache"]["written"] == 1
     assert len(read_jsonl(tmp_path / "out" / "generations.jsonl")) == 7
+
+
+def sampled_texts(tmp: Path) -> dict[str, tuple[str, str, int]]:
+    cache = GenerationCache(tmp / "cache")
+    return {k: (c.text, c.finish_reason, c.completion_tokens)
+            for k in cache.keys() for c in [cache.get(k)]}
+
+
+def sampling_run(tmp: Path, items: list[dict], batch_size: int, seed: int = 1,
+                 cached: dict[str, bytes] | None = None) -> dict[str, tuple[str, str, int]]:
+    """The stage at temperature 0.8 on ``items``, starting from ``cached`` cache entries."""
+    tmp.mkdir()
+    write_jsonl(tmp / "train.jsonl", items)
+    params = {"common": {"seed": seed},
+              "teacher": {"backend": "transformers", "max_new_tokens": 16, "temperature": 0.8,
+                          "top_p": 0.95, "batch_size": batch_size, "device": "cpu",
+                          "only_correct": False}}
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params))
+    cache = GenerationCache(tmp / "cache")
+    for key, raw in (cached or {}).items():
+        cache.path(key).parent.mkdir(parents=True, exist_ok=True)
+        cache.path(key).write_bytes(raw)
+    stats = run_stage(tmp)
+    assert stats["cache"]["hits"] == len(cached or {})
+    return sampled_texts(tmp)
+
+
+def test_sampling_is_per_request_resume_and_batch_size_independent(tmp_path, teacher_items):
+    """At temperature > 0 each request draws from its own seed: a run resumed from a partial
+    cache (as a kill leaves it, see above) and a run with another batch size sample exactly
+    the texts of an uninterrupted run."""
+    items = teacher_items(5)
+    whole = sampling_run(tmp_path / "whole", items, batch_size=2)
+    assert len(whole) == 5
+    # batches go longest prompt first: [0 1] [2 3] [4]. Kept: 0 and 2, as a kill between
+    # requests would leave them, so the resumed run batches the rest as [1 3] [4]
+    gens = read_jsonl(tmp_path / "whole" / "out" / "generations.jsonl")
+    by_length = [g["key"] for g in sorted(gens, key=lambda g: -len(g["prompt"]))]
+    cache = GenerationCache(tmp_path / "whole" / "cache")
+    kept = {k: cache.path(k).read_bytes() for k in (by_length[0], by_length[2])}
+    resumed = sampling_run(tmp_path / "resumed", items, batch_size=2, cached=kept)
+    assert resumed == whole
+    assert sampling_run(tmp_path / "bs3", items, batch_size=3) == whole
+    # and it does sample: another seed draws other texts
+    other = sampling_run(tmp_path / "seed2", items, batch_size=2, seed=2)
+    assert sorted(t for t, *_ in other.values()) != sorted(t for t, *_ in whole.values())

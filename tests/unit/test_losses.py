@@ -133,3 +133,47 @@ def test_zero_semantic_weight_ignores_semantic_term():
     w = LossWeights(1.0, 1.0, 0.0)
     assert torch.equal(full_loss(logits, labels, parts, w, torch.tensor(float("nan")), 1.0),
                        full_loss(logits, labels, parts, w))
+
+
+# --- the supervised [SEM] token as its own part; pooling on flat (packed) layouts ---------
+def test_supervised_sem_token_has_its_own_ce_sum_and_weight():
+    logits, labels, parts = batch(4)
+    parts[0, 6] = losses.SEM  # a labelled [SEM] between answer and rationale
+    sums = losses.part_ce_sums(logits, labels, parts)
+    assert sums.shape == (3,) and sums[2] > 0
+    den = losses.count_parts(labels, parts)
+    assert den.n_sem_token == 1
+    ce = F.cross_entropy(logits[0, 5], labels[0, 6])  # position 5 predicts the [SEM] token
+    assert torch.allclose(sums[2], ce, atol=1e-5)
+    w = LossWeights(1.0, 0.1, 0.0, w_sem_token=0.5)
+    loss, parts_out = losses.combine(sums, 0.0, den, w)
+    want = sums[0] / den.n_answer + 0.1 * sums[1] / den.n_rationale + 0.5 * sums[2]
+    assert torch.allclose(loss, want, atol=1e-5) and torch.allclose(parts_out["ce_sem_token"], ce)
+    joint = losses.combine(sums, 0.0, den, LossWeights(reduction="joint"))[0]
+    assert torch.allclose(joint, sums.sum() / (den.n_answer + den.n_rationale + 1), atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["sem_token", "rationale_mean"])
+def test_flat_pooling_equals_row_pooling(pooling):
+    hidden = torch.randn(2, 5, 3)
+    parts = torch.tensor([[0, 1, 2, 2, 0], [0, 1, 1, 2, 0]])
+    sem_pos = torch.tensor([2, -1])
+    seq_index = torch.tensor([[0, 0, 0, 0, -1], [1, 1, 1, 1, 1]])  # row 0 padded at the end
+    sem_flat = torch.where(sem_pos >= 0, sem_pos + torch.arange(2) * 5, sem_pos)
+    emb_row = torch.tensor([0, 1])
+    flat = losses.pool_flat(hidden.reshape(-1, 3), pooling, sem_flat, parts.reshape(-1),
+                            seq_index.reshape(-1), 2)
+    parts_rows = parts.masked_fill(seq_index < 0, 0)
+    assert torch.allclose(flat, losses.pool_hidden(hidden, pooling, sem_pos, parts_rows), atol=1e-6)
+    assert torch.equal(losses.sem_rows_flat(pooling, sem_flat, parts.reshape(-1), seq_index.reshape(-1), emb_row),
+                       losses.sem_rows(pooling, sem_pos, parts_rows, emb_row))
+
+
+def test_flat_pooling_separates_examples_packed_in_one_row():
+    hidden = torch.arange(7 * 2, dtype=torch.float32).view(7, 2)  # one packed row, flattened
+    parts = torch.tensor([0, 1, 2, 2, 0, 2, 2])
+    seq_index = torch.tensor([0, 0, 0, 0, 1, 1, 1])
+    mean = losses.pool_flat(hidden, "rationale_mean", torch.tensor([-1, -1]), parts, seq_index, 2)
+    assert torch.allclose(mean, torch.stack([hidden[2:4].mean(0), hidden[5:7].mean(0)]))
+    sem = losses.pool_flat(hidden, "sem_token", torch.tensor([1, 4]), parts, seq_index, 2)
+    assert torch.equal(sem, hidden[[1, 4]])

@@ -10,12 +10,18 @@ from pst_distill.tasks.generators import GENERATORS
 from pst_distill.tasks.names import HUB, OFFLINE, TASK_NAMES
 from pst_distill.tasks.records import is_test, make_record
 
-__all__ = ["TASK_NAMES", "build_task", "split_records", "make_record"]
+__all__ = ["TASK_NAMES", "build_task", "load_task", "split_records", "make_record"]
 log = logging.getLogger(__name__)
 
 
 def build_task(spec, seed: int) -> list[dict]:
     """Records of one task spec, de-duplicated by id, in a deterministic order."""
+    return load_task(spec, seed)[0]
+
+
+def load_task(spec, seed: int) -> tuple[list[dict], dict]:
+    """``(records, origin)``: the records of :func:`build_task` and where they came from
+    (for a hub task the dataset commit read, or ``local:<sha256>`` of its ``data_files``)."""
     if spec.source == OFFLINE:
         fn, options_model = GENERATORS[spec.name]
         rng = random.Random(content_hash(seed, spec.name, spec.options))
@@ -28,11 +34,11 @@ def build_task(spec, seed: int) -> list[dict]:
             attempts += 1
         if len(records) < spec.n:
             log.warning("%s: only %d unique items of %d asked", spec.name, len(records), spec.n)
-        return list(records.values())
+        return list(records.values()), {"source": OFFLINE, "options": options}
     assert spec.source == HUB
-    from pst_distill.tasks.hub import load_hub_task
+    from pst_distill.tasks.hub import read_hub_task
 
-    return load_hub_task(spec)
+    return read_hub_task(spec)
 
 
 def split_records(records: list[dict], test_frac: float) -> tuple[list[dict], list[dict]]:

@@ -11,8 +11,8 @@ import random
 import re
 from typing import Callable, Iterator
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from pst_distill.task_specs import (ArithmeticOptions, CoinFlipOptions, GsmSymbolicOptions,
+                                     LastLetterOptions, Options)
 from pst_distill.tasks.records import make_record
 
 # Wei et al. (2022) draw names from census lists; a fixed list keeps the generator offline.
@@ -28,25 +28,6 @@ _TIMES = {2: "doubles", 3: "triples", 4: "quadruples"}
 ITEMS = ["apples", "marbles", "stickers", "books", "pencils", "cookies", "stamps", "shells"]
 
 
-class _Options(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class LastLetterOptions(_Options):
-    k: int = Field(2, ge=1, le=8, description="words to concatenate")
-
-
-class CoinFlipOptions(_Options):
-    k: int = Field(4, ge=1, le=10, description="people who may flip the coin")
-
-
-class ArithmeticOptions(_Options):
-    steps: int = Field(2, ge=1, le=6, description="operations after the start value")
-    max_value: int = Field(50, ge=5, le=10_000)
-
-
-class GsmSymbolicOptions(_Options):
-    pass
 
 
 def last_letter_concatenation(n: int, rng: random.Random, k: int = 2) -> Iterator[dict]:
@@ -145,7 +126,7 @@ def gsm_symbolic(n: int, rng: random.Random) -> Iterator[dict]:
         )
 
 
-GENERATORS: dict[str, tuple[Callable[..., Iterator[dict]], type[_Options]]] = {
+GENERATORS: dict[str, tuple[Callable[..., Iterator[dict]], type[Options]]] = {
     "last_letter_concatenation": (last_letter_concatenation, LastLetterOptions),
     "coin_flip": (coin_flip, CoinFlipOptions),
     "multistep_arithmetic": (multistep_arithmetic, ArithmeticOptions),

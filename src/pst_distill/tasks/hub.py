@@ -2,12 +2,15 @@
 
 Each task has one small table: the default dataset id, config, the splits worth reading,
 and a function from a raw row to ``(question, answer, answer_type, reference_rationale)``.
-``spec.data_files`` swaps the hub for a local json/jsonl/parquet file in the same layout.
+``spec.data_files`` swaps the hub for a local json/jsonl/parquet file in the same layout,
+kept under ``data/raw/`` (a DVC dep of prepare_data).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import re
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional
@@ -15,7 +18,7 @@ from typing import Any, Callable, NamedTuple, Optional
 from pst_distill.parsing import INVALID, normalize
 from pst_distill.tasks.records import make_record
 
-__all__ = ["HUB_TASKS", "HubSource", "load_hub_task"]
+__all__ = ["HUB_TASKS", "HubSource", "load_hub_task", "read_hub_task"]
 log = logging.getLogger(__name__)
 
 Mapped = tuple[str, str, str, Optional[str]]  # question, answer, answer_type, rationale
@@ -169,7 +172,15 @@ def _wanted_splits(spec, source: HubSource) -> list[str]:
     return wanted
 
 
-def _load_local(spec) -> list:
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _load_local(spec) -> tuple[list, dict]:
     import datasets
 
     path = Path(spec.data_files)
@@ -178,13 +189,17 @@ def _load_local(spec) -> list:
     if builder is None:
         raise ValueError(f"{spec.name}: data_files {str(path)!r} must be .json, .jsonl or .parquet")
     if not path.is_file():
-        raise FileNotFoundError(f"{spec.name}: data_files {str(path)!r} not found")
+        raise FileNotFoundError(
+            f"{spec.name}: data_files {str(path)!r} not found (tracked with `dvc add`? then "
+            f"`dvc pull {path}.dvc` fetches it)")
     # one local file is the whole data: ``datasets`` names its only split "train"
     log.info("%s: loading local %s (splits %s do not apply)", spec.name, path, list(spec.splits))
-    return [datasets.load_dataset(builder, data_files=str(path), split="train")]
+    # hashed before loading: a file replaced mid-run is recorded as what was read, or older
+    origin = {"data_files": str(path), "revision": f"local:{file_sha256(path)}"}
+    return [datasets.load_dataset(builder, data_files=str(path), split="train")], origin
 
 
-def _load_hub(spec, source: HubSource) -> list:
+def _load_hub(spec, source: HubSource) -> tuple[list, dict]:
     import datasets
 
     dataset_id = spec.dataset_id or source.dataset_id
@@ -193,28 +208,49 @@ def _load_hub(spec, source: HubSource) -> list:
     log.info("%s: loading %s (config %s, revision %s)", spec.name, dataset_id, config,
              spec.revision)
     try:
-        loaded = datasets.load_dataset(dataset_id, config, revision=spec.revision)
+        # the builder resolves the revision to the commit it reads: that commit is recorded
+        builder = datasets.load_dataset_builder(dataset_id, config, revision=spec.revision)
+        builder.download_and_prepare()
+        loaded = builder.as_dataset()
     except Exception as exc:  # network, auth, missing repo: all end the same way for the user
         raise RuntimeError(
             f"{spec.name}: could not load dataset {dataset_id!r} (config {config!r}, revision "
-            f"{spec.revision!r}): {type(exc).__name__}: {exc}. Without hub access, set "
-            f"`data_files:` on this task to a local json/jsonl/parquet copy in the same format."
+            f"{spec.revision!r}): {type(exc).__name__}: {exc}. Without hub access, put a local "
+            f"json/jsonl/parquet copy in the same format under data/raw/, `dvc add` it and set "
+            f"`data_files:` on this task to its path."
         ) from exc
+    resolved = getattr(builder, "hash", None) or spec.revision
+    if spec.revision is None or spec.revision != resolved:
+        log.warning("%s: revision %s resolved to commit %s; set `revision: %s` on this task to "
+                    "pin it", spec.name, spec.revision, resolved, resolved)
     missing = [s for s in wanted if s not in loaded]
     if missing:
         raise ValueError(
             f"{spec.name}: dataset {dataset_id!r} has no split(s) {', '.join(missing)}; "
             f"available: {', '.join(loaded)}"
         )
-    return [loaded[s] for s in wanted]
+    origin = {"dataset_id": dataset_id, "config": config, "revision": resolved,
+              "revision_requested": spec.revision, "splits": wanted}
+    return [loaded[s] for s in wanted], origin
 
 
 def load_hub_task(spec) -> list[dict]:
-    """Records of one hub task, de-duplicated by id, the first ``spec.n`` in source order."""
+    """Records of one hub task, de-duplicated by id, the first ``spec.n`` in source order
+    (all of them when ``spec.n`` is None)."""
+    return read_hub_task(spec)[0]
+
+
+def read_hub_task(spec) -> tuple[list[dict], dict]:
+    """``(records, origin)``: the records of :func:`load_hub_task` and where they came from.
+
+    ``origin["revision"]`` is the dataset commit that was read (resolved by ``datasets``
+    when ``revision`` is a branch, a tag or unset), or ``local:<sha256>`` of ``data_files``.
+    """
     if spec.name not in HUB_TASKS:
         raise ValueError(f"task {spec.name!r} has no hub source; hub tasks: {', '.join(HUB_TASKS)}")
     source = HUB_TASKS[spec.name]
-    parts = _load_local(spec) if spec.data_files else _load_hub(spec, source)
+    parts, origin = _load_local(spec) if spec.data_files else _load_hub(spec, source)
+    cap = math.inf if spec.n is None else spec.n
     records: dict[str, dict] = {}
     skipped = 0
     for part in parts:
@@ -227,12 +263,12 @@ def load_hub_task(spec) -> list[dict]:
                 spec.name, question, answer, answer_type, reference_rationale=rationale
             )
             records.setdefault(rec["id"], rec)
-            if len(records) >= spec.n:
+            if len(records) >= cap:
                 break
-        if len(records) >= spec.n:
+        if len(records) >= cap:
             break
     if skipped:
         log.warning("%s: skipped %d rows without a readable answer", spec.name, skipped)
-    if len(records) < spec.n:
-        log.info("%s: %d unique items (n=%d asked)", spec.name, len(records), spec.n)
-    return list(records.values())
+    if len(records) < cap:
+        log.info("%s: %d unique items (n=%s asked)", spec.name, len(records), spec.n)
+    return list(records.values()), {"source": "hub", **origin}

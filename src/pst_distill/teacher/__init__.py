@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from pst_distill.io import content_hash
 from pst_distill.parsing import extract_answer, is_correct, split_answer_line
-from pst_distill.prompts import build_messages, pick_shots
+from pst_distill.prompts import build_messages, pick_shots, shot_pools
 from pst_distill.teacher.base import Completion, Request, Sampling, TeacherBackend
 from pst_distill.teacher.cache import GenerationCache
 
@@ -43,8 +43,9 @@ def build_requests(items: list[dict], cfg, backend: TeacherBackend, sampling: Sa
                    answer_prefix: str, seed: int) -> list[Request]:
     """One request per (question, sample index), keyed by a content hash of what shapes it."""
     requests = []
+    pools = shot_pools(items, cfg.n_shots, seed) if cfg.prompt == "few_shot_cot" else {}
     for item in items:
-        shots = pick_shots(item, items, cfg.n_shots, seed) if cfg.prompt == "few_shot_cot" else []
+        shots = pick_shots(item, pools, cfg.n_shots)
         messages = tuple(build_messages(item, shots, answer_prefix))
         prompt = backend.render(messages)
         for sample in range(cfg.n):
@@ -55,10 +56,11 @@ def build_requests(items: list[dict], cfg, backend: TeacherBackend, sampling: Sa
     return requests
 
 
-def score(req: Request, comp: Completion, meta: dict, sampling: Sampling) -> dict:
+def score(req: Request, comp: Completion, meta: dict, sampling: Sampling,
+          answer_prefix: str) -> dict:
     item = req.item
-    rationale, _ = split_answer_line(comp.text)
-    ext = extract_answer(comp.text, item["answer_type"])
+    rationale, _ = split_answer_line(comp.text, answer_prefix)
+    ext = extract_answer(comp.text, item["answer_type"], answer_prefix)
     return {
         "id": item["id"], "task": item["task"], "question": item["question"],
         "answer": item["answer"], "answer_type": item["answer_type"],
@@ -175,7 +177,7 @@ def generate_rationales(items: list[dict], cfg, answer_prefix: str, seed: int,
     generations, dropped = [], Counter()
     for req in requests:  # request order: the output does not depend on arrival order
         comp = done[req.key]
-        rec = score(req, comp, comp.meta, sampling)
+        rec = score(req, comp, comp.meta, sampling, answer_prefix)
         rec["dropped"] = reason = drop_reason(rec, cfg.only_correct)
         if reason:
             dropped[reason] += 1

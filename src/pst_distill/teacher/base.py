@@ -14,6 +14,12 @@ from typing import Iterator, Optional
 from pst_distill.io import content_hash
 
 
+class TeacherUnavailable(RuntimeError):
+    """The teacher cannot run or stopped for good (server down past its outage budget, key
+    refused, model not served …). Its message is one line for the user, naming the setting
+    and saying what was kept; the stage CLI prints it without a traceback."""
+
+
 @dataclass(frozen=True)
 class Sampling:
     temperature: float

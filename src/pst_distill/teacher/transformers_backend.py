@@ -6,8 +6,9 @@ import logging
 import re
 from typing import Iterator
 
-from pst_distill.io import content_hash
-from pst_distill.teacher.base import Completion, Request, Sampling, TeacherBackend
+from pst_distill.models import decode_completion
+from pst_distill.teacher.base import (Completion, Request, Sampling, TeacherBackend,
+                                      request_seed)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,40 @@ def make_stopping_criteria(tokenizer, prompt_len: int, answer_prefix: str, stop:
     return AnswerLineStop()
 
 
+def make_row_sampler(seeds: list[int], temperature: float, top_p: float):
+    """A logits processor that samples row i's next token with its own ``torch.Generator``
+    seeded with ``seeds[i]``, and leaves that token as the row's only finite score.
+
+    transformers' own sampling draws the whole batch from the global RNG, so a row's text
+    would depend on which rows share its batch. Here each row takes one uniform draw per
+    step from its generator and picks the token where it falls in the row's distribution
+    (temperature, then top-p), accumulated in vocabulary order in float64, so the
+    choice does not hinge on how near-equal probabilities happen to sort. Run it with
+    ``do_sample=False``: the greedy pick is then the sampled token.
+    """
+    import torch
+    from transformers import LogitsProcessor
+
+    class RowSampler(LogitsProcessor):
+        def __init__(self):
+            self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+
+        def __call__(self, input_ids, scores):
+            probs = torch.softmax(scores.double() / temperature, dim=-1)
+            if top_p < 1.0:
+                ranked, order = probs.sort(dim=-1, descending=True, stable=True)
+                above = ranked.cumsum(dim=-1) - ranked  # mass ranked before each token
+                probs = probs.scatter(-1, order, ranked.masked_fill(above >= top_p, 0.0))
+            cdf = probs.cumsum(dim=-1)
+            u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64)
+                           for g in self.generators]).to(cdf.device)
+            pick = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True)
+            pick = pick.clamp_(max=cdf.shape[1] - 1)
+            return torch.full_like(scores, float("-inf")).scatter_(1, pick, 0.0)
+
+    return RowSampler()
+
+
 def trim_completion(text: str, answer_prefix: str, stop: tuple[str, ...]) -> tuple[str, bool]:
     """Cut the text after the first answer line or stop string; say whether it stopped."""
     cut = len(text)
@@ -66,14 +101,10 @@ class TransformersBackend(TeacherBackend):
 
     def __init__(self, cfg, answer_prefix: str):
         super().__init__(cfg, answer_prefix)
-        from transformers import AutoTokenizer
-
-        from pst_distill.models import resolve_model
+        from pst_distill.models import load_tokenizer
 
         # the tokenizer renders prompts (cache keys); the model loads only if a key is missing
-        self.tokenizer = AutoTokenizer.from_pretrained(
-            resolve_model(cfg.model), revision=cfg.revision,
-            trust_remote_code=cfg.trust_remote_code)
+        self.tokenizer = load_tokenizer(cfg.model, cfg.revision, cfg.trust_remote_code)
         self._model = None
 
     @property
@@ -112,34 +143,32 @@ class TransformersBackend(TeacherBackend):
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         enc = enc.to(self.model.device)
         prompt_len = enc["input_ids"].shape[1]
-        # one seed per batch, derived from its content: reruns of a batch are reproducible
-        torch.manual_seed(int(content_hash(sampling.seed, [r.key for r in batch])[:8], 16))
-        sample = sampling.temperature > 0
+        # sampling: each row draws from its own generator, seeded by its request key, so its
+        # text does not depend on the rows it shares a batch with (resume, batch_size).
+        # Decoding itself stays greedy: the sampler leaves one token per row to pick.
+        sampler = [] if sampling.temperature <= 0 else [make_row_sampler(
+            [request_seed(sampling.seed, r.key) for r in batch], sampling.temperature,
+            sampling.top_p)]
         with torch.inference_mode():
             out = self.model.generate(
                 **enc,
                 max_new_tokens=sampling.max_new_tokens,
-                do_sample=sample,
-                temperature=sampling.temperature if sample else None,
-                top_p=sampling.top_p if sample else None,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
                 top_k=None,
+                logits_processor=sampler,
                 pad_token_id=tok.pad_token_id,
                 stopping_criteria=[make_stopping_criteria(
                     tok, prompt_len, self.answer_prefix, sampling.stop)],
             )
         for i, req in enumerate(batch):
-            new = out[i, prompt_len:].tolist()
             n_prompt = int(enc["attention_mask"][i].sum())
-            eos_hit = tok.eos_token_id in new
-            if eos_hit:
-                new = new[: new.index(tok.eos_token_id)]
-            while new and new[-1] == tok.pad_token_id:
-                new.pop()
-            text, stopped = trim_completion(
-                tok.decode(new, skip_special_tokens=True), self.answer_prefix, sampling.stop)
-            finish = "stop" if (eos_hit or stopped) else "length"
+            text, n_new, end = decode_completion(out[i, prompt_len:], tok)
+            text, stopped = trim_completion(text, self.answer_prefix, sampling.stop)
+            finish = "length" if end == "length" and not stopped else "stop"
             yield Completion(key=req.key, text=text, finish_reason=finish,
-                             prompt_tokens=n_prompt, completion_tokens=len(new),
+                             prompt_tokens=n_prompt, completion_tokens=n_new,
                              prompt=texts[i])
 
     def close(self) -> None:

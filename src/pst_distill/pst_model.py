@@ -1,0 +1,152 @@
+"""The student and its semantic head as one ``nn.Module`` whose ``forward`` returns the
+loss parts as sums, so DDP, FSDP and accelerate can wrap it like any model.
+
+Everything that produces gradients runs inside :meth:`PSTModel.forward`: the decoder,
+the LM head (on supervised positions only: the prompt is most of a short sequence, so
+logits are [M, V], not [B, T, V]) and the semantic head. The caller turns the sums into
+the loss with :func:`pst_distill.losses.combine` and effective-batch denominators.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import Tensor, nn
+
+from pst_distill import losses
+
+log = logging.getLogger(__name__)
+
+
+def base_model(student):
+    """The transformers model under a peft wrapper (the model itself otherwise)."""
+    return student.get_base_model() if hasattr(student, "get_base_model") else student
+
+
+class PSTModel(nn.Module):
+    """``student`` (plain or peft causal LM) + optional :class:`losses.SemanticHead`.
+
+    ``forward(batch)`` takes a batch of :mod:`pst_distill.data` (either layout) and returns
+    ``{"ce": [3] CE sums of (answer, rationale, [SEM] token), "sem": summed semantic loss}``,
+    both float32.
+    """
+
+    def __init__(self, student, head: losses.SemanticHead | None = None, *,
+                 pooling: losses.Pooling = "sem_token", sem_loss: losses.SemLoss = "cosine",
+                 temperature: float = 0.05, liger: bool = False):
+        super().__init__()
+        self.student, self.head = student, head
+        self.pooling, self.sem_loss, self.temperature = pooling, sem_loss, temperature
+        self.flce = liger_loss() if liger else None
+
+    def forward(self, batch: dict) -> dict[str, Tensor]:
+        base = base_model(self.student)
+        hidden = base.get_decoder()(**decoder_inputs(batch, base.config)).last_hidden_state
+        mask, next_ids, next_parts = losses.select_supervised(batch["labels"], batch["parts"])
+        ce = self._ce(hidden[mask], next_ids, next_parts, base.get_output_embeddings())
+        return {"ce": ce, "sem": self._sem(hidden, batch)}
+
+    def _ce(self, h: Tensor, targets: Tensor, parts: Tensor, lm_head) -> Tensor:
+        if self.flce is None:
+            return losses.part_ce_sums_flat(lm_head(h), targets, parts)
+        # Liger never materialises the [M, V] logits; one call per part (disjoint tokens)
+        sums = [self.flce(lm_head.weight, h[parts == p], targets[parts == p]).float()
+                if bool((parts == p).any()) else h.new_zeros((), dtype=torch.float32)
+                for p in losses.CE_PARTS]
+        return torch.stack(sums)
+
+    def _sem(self, hidden: Tensor, batch: dict) -> Tensor:
+        if self.head is None or "sem_target" not in batch:
+            return hidden.new_zeros((), dtype=torch.float32)
+        flat = hidden.reshape(-1, hidden.size(-1))
+        parts, seq = batch["parts"].reshape(-1), batch["seq_index"].reshape(-1)
+        valid = losses.sem_rows_flat(self.pooling, batch["sem_flat"], parts, seq, batch["emb_row"])
+        if not bool(valid.any()):  # keep the head in the graph: DDP expects its gradients
+            return sum(p.sum() for p in self.head.parameters()).float() * 0.0
+        pooled = losses.pool_flat(flat, self.pooling, batch["sem_flat"], parts, seq,
+                                  int(batch["emb_row"].numel()))[valid]
+        target = batch["sem_target"][valid].to(pooled.device)
+        return losses.semantic_loss(self.head(pooled), target, self.sem_loss, self.temperature).sum()
+
+
+def decoder_inputs(batch: dict, config) -> dict:
+    """Decoder kwargs: the padded layout passes its attention mask; the packed layout passes
+    restarting position_ids and no mask (transformers then builds the block-diagonal mask
+    for sdpa/eager/flex; flash_attention_2 gets one flat row with varlen boundaries)."""
+    kwargs = {"input_ids": batch["input_ids"], "use_cache": False}  # a cache disables packing
+    if "attention_mask" in batch:
+        kwargs["attention_mask"] = batch["attention_mask"]
+        return kwargs
+    kwargs["position_ids"] = batch["position_ids"]
+    if getattr(config, "_attn_implementation", None) == "flash_attention_2":
+        kwargs.update(flash_varlen_kwargs(batch["position_ids"]))
+    return kwargs
+
+
+def flash_varlen_kwargs(position_ids: Tensor) -> dict:
+    """cu_seq_lens / max_length for FlashAttention-2 varlen over all rows at once: computed
+    once per batch instead of in every layer. Rows concatenated end to end form one
+    sequence stream; every restart of position_ids starts a new sequence."""
+    flat = position_ids.reshape(-1)
+    starts = torch.nonzero(flat == 0).flatten()
+    cu = torch.cat([starts, starts.new_tensor([flat.numel()])]).to(torch.int32)
+    longest = int((cu[1:] - cu[:-1]).max())
+    return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest,
+            "max_length_k": longest}
+
+
+def liger_loss():
+    """Liger's fused linear cross-entropy (sums), or a clear error when it is missing."""
+    try:
+        from liger_kernel.transformers.fused_linear_cross_entropy import (
+            LigerFusedLinearCrossEntropyLoss)
+    except ImportError as exc:
+        raise ValueError("train.liger: true needs the Liger kernels: "
+                         "pip install 'pst-distill[liger]' (CUDA only)") from exc
+    return LigerFusedLinearCrossEntropyLoss(reduction="sum")
+
+
+def resolve_attn(setting: str, device: str) -> str:
+    """``auto``: FlashAttention-2 on CUDA where flash_attn is installed, else sdpa."""
+    import importlib.util
+
+    if setting != "auto":
+        return setting
+    if device.startswith("cuda") and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def wrap_student(student, settings, device: str, head: losses.SemanticHead | None = None
+                 ) -> PSTModel:
+    """A :class:`PSTModel` around ``student`` configured by ``settings``: attention
+    implementation, gradient checkpointing, torch.compile of the decoder layers (in place:
+    the state dict keeps its names), Liger."""
+    base = base_model(student)
+    attn = resolve_attn(settings.attn_implementation, device)
+    if getattr(base.config, "_attn_implementation", None) != attn:
+        base.set_attn_implementation(attn)
+    if settings.gradient_checkpointing:  # renamed in transformers 5
+        if hasattr(base, "activation_checkpointing_enable"):
+            base.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if settings.compile:
+        for layer in base.get_decoder().layers:
+            layer.compile(dynamic=True)
+    model = PSTModel(student, head, pooling=settings.sem.pooling, sem_loss=settings.sem.loss,
+                     temperature=settings.sem.temperature, liger=settings.liger)
+    model._no_split_modules = getattr(base, "_no_split_modules", None)  # FSDP wrap policy
+    return model.to(device)
+
+
+def build_pst_model(settings, sem_token: str, device: str, targets_dim: int | None = None):
+    """(PSTModel, tokenizer, [SEM] id): the student of ``settings.model`` (full or LoRA,
+    float32 weights) and, with a semantic loss, a fresh head of width ``targets_dim``."""
+    from pst_distill.student import load_student
+    from pst_distill.trainer import build_head
+
+    student, tok, sem_id = load_student(settings, sem_token, device)
+    head = build_head(student, settings, targets_dim)
+    return wrap_student(student, settings, device, head), tok, sem_id

@@ -1,5 +1,5 @@
 """vLLM backend: even shards, GPU groups per rank, and the error without vLLM installed.
-The contract against a fake ``vllm`` package is in tests/integration/test_teacher_vllm.py."""
+The contract against a fake ``vllm`` package is in tests/integration/test_teacher_vllm_fake_module.py."""
 
 from __future__ import annotations
 

@@ -67,7 +67,7 @@ def published(tmp_path_factory, env, s3_endpoint):
     root = tmp_path_factory.mktemp("remotes")
     a = root / "a"
     a.mkdir()
-    for name in ("dvc.yaml", "stages", "src"):
+    for name in ("dvc.yaml", "stages", "src", "data/raw"):
         (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(
             REPO / name, a / name, **({"ignore": shutil.ignore_patterns("__pycache__", "*.egg-info")}
                                       if (REPO / name).is_dir() else {}))

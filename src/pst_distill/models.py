@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from pst_distill.model_ids import PACKAGED, ModelIdError, check_model_id  # noqa: F401 (re-exported)
+from pst_distill.model_ids import PACKAGED
 
 log = logging.getLogger(__name__)
 

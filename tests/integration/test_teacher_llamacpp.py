@@ -27,7 +27,7 @@ import yaml
 
 from pst_distill.config import TaskSpec, TeacherConfig
 from pst_distill.io import write_jsonl
-from pst_distill.models import PACKAGED
+from pst_distill.model_ids import PACKAGED
 from pst_distill.tasks import build_task
 from pst_distill.teacher import generate_rationales
 from pst_distill.teacher.base import TeacherUnavailable

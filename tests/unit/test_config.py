@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from pst_distill.config import ConfigError, load_params, load_section, parse_section
-from pst_distill.models import ModelIdError, check_model_id
+from pst_distill.model_ids import ModelIdError, check_model_id
 
 GOOD = {
     "common": {"seed": 1},

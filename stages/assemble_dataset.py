@@ -4,8 +4,8 @@ semantic targets (targets.jsonl) that the embed stage embeds next."""
 import argparse
 
 from pst_distill.assemble import assemble, write_datasets, write_targets
-from pst_distill.config import load_section
-from pst_distill.io import read_jsonl, write_json
+from pst_distill.config import adaptive_section, load_section
+from pst_distill.io import read_jsonl, write_json, write_jsonl
 from pst_distill.runtime import cli, provenance, setup
 
 
@@ -15,16 +15,21 @@ def main() -> None:
     ap.add_argument("--rationales", required=True, help="kept rationales (jsonl)")
     ap.add_argument("--out-dir", required=True, help="folder for <method>.jsonl")
     ap.add_argument("--targets", required=True, help="semantic targets to embed (jsonl)")
+    ap.add_argument("--holdout", required=True, help="questions held out of adaptive's data, "
+                    "to fit its routers on (jsonl)")
     ap.add_argument("--stats", required=True, help="the few figures a sweep compares (metrics json)")
     ap.add_argument("--details", required=True, help="full assembly statistics and provenance (json)")
     args = ap.parse_args()
 
     common, cfg = load_section(args.params, "assemble")
+    holdout_per_task = adaptive_section(args.params).holdout_per_task
     log = setup("assemble", common, cfg)
     records = read_jsonl(args.rationales)
-    datasets, targets, stats = assemble(records, cfg, common.format, common.seed)
+    datasets, targets, stats, holdout = assemble(records, cfg, common.format, common.seed,
+                                                 holdout_per_task)
     write_datasets(args.out_dir, datasets)
     write_targets(args.targets, targets)
+    write_jsonl(args.holdout, holdout)
     write_json(args.details, {**stats, "provenance": provenance()})
     write_json(args.stats, {"items": stats["items"], "corrupted": stats["corrupted"],
                             "corrupt": {k: stats["corrupt"][k] for k in ("frac", "mode", "per_task")},

@@ -1,9 +1,11 @@
 """Stage evaluate_student@<method>-<seed>: greedy answers of one trained student on the
-evaluation set (evaluate.per_task questions per task, the same for every method and seed)."""
+evaluation set (evaluate.per_task questions per task, the same for every method and seed).
+adaptive: both modes on the held-out questions (to fit its routers) and on the evaluation
+set, then one row per question and router (pst_distill.routing)."""
 
 import argparse
 
-from pst_distill.config import load_section
+from pst_distill.config import adaptive_section, load_section
 from pst_distill.io import read_jsonl, write_json, write_jsonl
 from pst_distill.models import load_causal_lm
 from pst_distill.runtime import cli, provenance, seed_everything, setup
@@ -16,6 +18,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, required=True, help="training seed of the student")
     ap.add_argument("--model", required=True, help="trained student folder")
     ap.add_argument("--test", required=True, help="prepared test items (jsonl)")
+    ap.add_argument("--holdout", required=True, help="adaptive's held-out training questions "
+                    "(jsonl; read by adaptive only)")
     ap.add_argument("--predictions", required=True, help="predictions (jsonl)")
     ap.add_argument("--metrics", required=True, help="accuracy, tokens and time (small json)")
     ap.add_argument("--details", required=True, help="config, finish reasons, parse failures, "
@@ -23,23 +27,33 @@ def main() -> None:
     args = ap.parse_args()
 
     common, cfg = load_section(args.params, "evaluate")
+    acfg = adaptive_section(args.params)
     from pst_distill.evaluate import evaluate, split_summary  # torch loads after the params check
     log = setup(f"evaluate_student.{args.method}-{args.seed}", common, cfg)
     seed_everything(args.seed)  # greedy decoding: nothing random, but the seed is the run's
     model, tok = load_causal_lm(args.model, device=cfg.device, dtype=cfg.dtype)
-    preds, summary = evaluate(model, tok, read_jsonl(args.test), args.method, common.format, cfg)
-    metrics, details = split_summary(summary, args.seed)
+    if args.method == "adaptive":
+        from pst_distill.routing import adaptive_metrics, evaluate_adaptive_split
+
+        preds, summary = evaluate_adaptive_split(model, tok, read_jsonl(args.test),
+                                                 read_jsonl(args.holdout), common.format, cfg,
+                                                 acfg, args.seed)
+        metrics, details = adaptive_metrics(summary, args.seed), {**summary, "seed": args.seed,
+                                                                   "adaptive": acfg.model_dump()}
+    else:
+        preds, summary = evaluate(model, tok, read_jsonl(args.test), args.method, common.format, cfg)
+        metrics, details = split_summary(summary, args.seed)
     write_jsonl(args.predictions, [{**p, "seed": args.seed} for p in preds])
     write_json(args.metrics, metrics)
     write_json(args.details, {**details, "model": args.model, "test": args.test,
                               "config": {"evaluate": cfg.model_dump(),
                                          "format": common.format.model_dump()},
                               "provenance": provenance(str(model.device))})
-    log.info("%s seed %d: accuracy %.3f (strict %.3f) on %d questions, %.1f tokens and %.2f s "
-             "per question", args.method, args.seed, metrics["accuracy_flexible"],
-             metrics["accuracy_strict"], metrics["n"], metrics["generated_tokens_per_question"],
-             metrics["seconds_per_question"])
-
+    for name, m in metrics.get("routers", {"": metrics}).items():
+        log.info("%s%s seed %d: accuracy %.3f (strict %.3f) on %d questions, %.1f tokens and "
+                 "%.2f s per question", args.method, f":{name}" if name else "", args.seed,
+                 m["accuracy_flexible"], m["accuracy_strict"], m["n"],
+                 m["generated_tokens_per_question"], m["seconds_per_question"])
 
 if __name__ == "__main__":
     cli(main)

@@ -1,5 +1,6 @@
 """Stage report: accuracy with 95% intervals, constant baselines, paired differences, label
-histograms, cost and training tables (Markdown), summary.json (metrics) and PNG plots."""
+histograms, cost and training tables, the adaptive accuracy/tokens frontier (Markdown),
+summary.json (metrics) and PNG plots."""
 
 import argparse
 from pathlib import Path
@@ -21,6 +22,8 @@ def main() -> None:
     ap.add_argument("--summary", required=True, help="accuracy intervals, baselines, cost (json)")
     ap.add_argument("--accuracy-plot", required=True)
     ap.add_argument("--loss-plot", required=True)
+    ap.add_argument("--frontier-plot", required=True,
+                    help="accuracy against generated tokens per question (methods, adaptive routers)")
     args = ap.parse_args()
 
     common, cfg = load_section(args.params, "report")
@@ -28,7 +31,7 @@ def main() -> None:
     inputs = Inputs(Path(args.predictions), Path(args.train), Path(args.test),
                     Path(args.train_metrics), Path(args.curves))
     outputs = Outputs(Path(args.out), Path(args.summary), Path(args.accuracy_plot),
-                      Path(args.loss_plot))
+                      Path(args.loss_plot), Path(args.frontier_plot))
     summary = build_report(inputs, outputs, cfg)
     log.info("report for %s written to %s", ", ".join(summary["methods"]), args.out)
 

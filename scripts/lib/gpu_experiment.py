@@ -60,6 +60,9 @@ def dry_params(profile: dict) -> dict:
         train["sem"]["hidden"] = 64
     ev = p.setdefault("evaluate", {})
     ev.update(device="cpu", batch_size=6, per_task=3, max_new_tokens=8, max_new_tokens_rationale=24)
+    if "adaptive" in p:  # a few held-out questions, leaving the rest to train on
+        p["adaptive"]["holdout_per_task"] = 2
+        p["adaptive"].setdefault("perception", {})["epochs"] = 20
     p.setdefault("report", {})["n_boot"] = 200
     return p
 

@@ -26,6 +26,12 @@ Target key of an item (``assemble.semantic_target``):
   rationale it had before corruption, whatever the mode. Only PST then gets clean
   information: kept to measure that effect, and recorded in the stats as such.
 
+Held-out questions (``adaptive`` only): ``holdout_per_task`` questions per task, chosen by
+id hash, are left out of adaptive's rows and returned apart (``holdout.jsonl``): its
+routers are fitted on them after training, so they never see a question the student
+trained on, and the test split is disjoint from the training split already. The other
+methods keep them (a few questions of a large pool; their budget is in steps).
+
 A key always names one text, so the target text of every row equals the rationale its
 rationale segment shows (``seen``) or the item's clean rationale (``clean``).
 """
@@ -130,12 +136,31 @@ def build_rows(rec: dict, method: str, fmt, emb_key: str | None = None,
     return rows
 
 
-def assemble(records: list[dict], cfg, fmt,
-             seed: int) -> tuple[dict[str, list[dict]], list[dict], dict]:
-    """Rows per method for ``cfg.methods``, the semantic targets (targets.jsonl) and the
-    stats for metrics/assemble.json."""
+def holdout_ids(records: list[dict], per_task: int) -> set[str]:
+    """The first ``per_task`` question ids of each task in id-hash order."""
+    ids = defaultdict(set)
+    for rec in records:
+        ids[rec["task"]].add(rec["id"])
+    return {i for task_ids in ids.values()
+            for i in sorted(task_ids, key=lambda i: content_hash("holdout", i))[:per_task]}
+
+
+def holdout_questions(records: list[dict], ids: set[str]) -> list[dict]:
+    """One row per held-out question: id, task, question, gold answer and its type."""
+    out: dict[str, dict] = {}
+    for rec in records:
+        if rec["id"] in ids and rec["id"] not in out:
+            out[rec["id"]] = {k: rec.get(k) for k in ("id", "task", "question", "answer", "answer_type")}
+    return list(out.values())
+
+
+def assemble(records: list[dict], cfg, fmt, seed: int, holdout_per_task: int = 0
+             ) -> tuple[dict[str, list[dict]], list[dict], dict, list[dict]]:
+    """Rows per method for ``cfg.methods``, the semantic targets (targets.jsonl), the
+    stats for metrics/assemble.json and adaptive's held-out questions."""
     check_records(records)
     kept = cap_per_task(records, cfg.max_per_task)
+    held = holdout_ids(kept, holdout_per_task)
     items, corrupt_stats = corrupt_records(kept, cfg.corrupt_frac, cfg.corrupt_mode, seed)
     targets, emb_keys = build_targets(items, {r["key"]: r["rationale"] for r in kept},
                                       cfg.semantic_target, cfg.corrupt_mode)
@@ -143,6 +168,7 @@ def assemble(records: list[dict], cfg, fmt,
     datasets = {}
     for method in cfg.methods:
         datasets[method] = [row for item, key in zip(items, emb_keys)
+                            if method != "adaptive" or item["id"] not in held
                             for row in build_rows(item, method, fmt, key, row_of[key])]
     stats = {
         "items": len(items),
@@ -155,8 +181,9 @@ def assemble(records: list[dict], cfg, fmt,
         "targets": len(targets),
         "corrupted_targets": sum(t["corrupted"] for t in targets),
         "methods": {m: _method_stats(rows) for m, rows in datasets.items()},
+        "adaptive_holdout": len(held),
     }
-    return datasets, targets, stats
+    return datasets, targets, stats, holdout_questions(kept, held)
 
 
 def _method_stats(rows: list[dict]) -> dict:

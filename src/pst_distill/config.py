@@ -28,12 +28,24 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ModeControl(_Section):
+    """What opens each mode of the adaptive student (formats.control_tokens): one special
+    token per mode, or a soft prompt of ``k`` learned virtual tokens per mode."""
+
+    kind: Literal["token", "soft_prompt"] = "token"
+    k: int = Field(4, ge=1, le=64, description="virtual tokens per mode (soft_prompt)")
+
+
 class FormatConfig(_Section):
     """Delimiters shared by assembly, training and evaluation: identical everywhere."""
 
     answer_prefix: str = Field("Answer:", min_length=1)
     rationale_prefix: str = Field("Reasoning:", min_length=1)
     sem_token: str = Field("[SEM]", min_length=1)
+    mode_control: ModeControl = ModeControl()
+    system_prompt: Optional[str] = Field(
+        None, description="the student's system turn: null = its chat template's default (may be "
+        "a long fixed text, paid on every sequence); \"\" = an empty one")
 
     @model_validator(mode="after")
     def _distinct(self) -> "FormatConfig":
@@ -247,6 +259,7 @@ class LossOptions(_Section):
     w_rationale: float = Field(1.0, ge=0.0)
     w_sem: float = Field(0.0, ge=0.0)
     w_sem_token: float = Field(1.0, ge=0.0, description="CE of a supervised [SEM] token (its own part)")
+    w_think: float = Field(1.0, ge=0.0, description="adaptive: CE of the think-first half")
     alpha: Optional[float] = Field(None, ge=0.0, le=1.0)
     reduction: Literal["per_part", "joint"] = "per_part"
 
@@ -267,7 +280,10 @@ METHOD_LOSS: dict[str, dict[str, Any]] = {
     "step_by_step": {"alpha": 0.5},
     "post_thinking": {"w_answer": 1.0, "w_rationale": 1.0, "w_sem": 0.0},
     "pst": {"w_answer": 1.0, "w_rationale": 0.1},  # w_sem: train.sem.weight
+    # fast half: the pst loss; think half: plain CE (w_think) over its rationale and answer
+    "adaptive": {"w_answer": 1.0, "w_rationale": 0.1, "w_think": 1.0},  # w_sem: train.sem.weight
 }
+SEM_METHODS = ("pst", "adaptive")  # sequences with a [SEM] token, λ = train.sem.weight
 
 
 class DistributedOptions(_Section):
@@ -398,7 +414,7 @@ class TrainConfig(_Section):
                 methods[name] = over
                 continue
             base = dict(METHOD_LOSS.get(name, {}))
-            if name == "pst":
+            if name in SEM_METHODS:
                 base["w_sem"] = sem.weight
             loss = _deep_merge(base, over.get("loss") or {})
             merged = _deep_merge(_budget_overridden(defaults, over), over)
@@ -431,6 +447,50 @@ class EvaluateConfig(_Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
 
+# ------------------------------------------------------------ adaptive thinking
+class ConfidenceRouter(_Section):
+    """Answer fast; think when the fast answer's confidence is below ``tau``."""
+
+    score: Literal["mean_prob", "margin"] = Field(
+        "mean_prob", description="mean_prob: geometric-mean probability of the answer tokens "
+        "(exp of their mean log-probability); margin: top-1 minus top-2 probability of the "
+        "first answer token")
+    tau: Optional[float] = Field(None, ge=0.0, le=1.0, description="threshold; null: chosen on "
+                                 "the held-out questions (best accuracy − think_cost · think share)")
+    sweep: list[float] = Field(default_factory=lambda: [round(0.1 * i, 1) for i in range(11)],
+                               min_length=1, description="τ values of the frontier curve")
+
+    @field_validator("sweep")
+    @classmethod
+    def _in_unit(cls, v: list[float]) -> list[float]:
+        bad = [t for t in v if not 0.0 <= t <= 1.0]
+        if bad:
+            raise ValueError(f"τ values must lie in [0, 1]: {bad}")
+        return sorted(set(v))
+
+
+class PerceptionRouter(_Section):
+    """An MLP on the student's last hidden state at the prompt's end, trained on held-out
+    training questions to predict that thinking pays (think right, fast wrong)."""
+
+    hidden: int = Field(64, ge=1)
+    epochs: int = Field(300, ge=1, description="full-batch Adam steps")
+    lr: float = Field(0.01, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="think when P(thinking pays) ≥ this")
+
+
+class AdaptiveConfig(_Section):
+    """The adaptive method's held-out questions and routers (train.methods.adaptive)."""
+
+    holdout_per_task: int = Field(8, ge=2, description="training questions per task kept out of "
+                                  "the adaptive student's data, to fit the routers on")
+    think_cost: float = Field(0.1, ge=0.0, description="accuracy a router gives up per unit of "
+                              "think share (choosing τ on the held-out questions)")
+    confidence: ConfidenceRouter = ConfidenceRouter()
+    perception: PerceptionRouter = PerceptionRouter()
+
+
 # ----------------------------------------------------------------------- report
 class ReportConfig(_Section):
     score: Literal["strict", "flexible"] = Field("flexible", description="accuracy shown in the table")
@@ -446,6 +506,7 @@ SECTIONS: dict[str, type[_Section]] = {
     "assemble": AssembleConfig,
     "train": TrainConfig,
     "evaluate": EvaluateConfig,
+    "adaptive": AdaptiveConfig,
     "report": ReportConfig,
 }
 
@@ -534,14 +595,14 @@ def _task_options(prep: PrepareConfig) -> list[str]:
 
 
 def _sem_has_a_target(train: TrainConfig) -> list[str]:
-    """λ > 0 needs something to pool: [SEM] exists only in pst sequences, a rationale in
-    every method but answer_only."""
+    """λ > 0 needs something to pool: [SEM] exists only in pst (and adaptive's fast)
+    sequences, a rationale in every method but answer_only."""
     pooling = train.sem.pooling
     errors = []
     for method, s in train.methods.items():
         if s.loss.w_sem <= 0:
             continue
-        if pooling == "sem_token" and method != "pst":
+        if pooling == "sem_token" and method not in SEM_METHODS:
             errors.append(f"train.methods.{method}.loss.w_sem: {s.loss.w_sem} > 0 needs a [SEM] "
                           f"token, which only pst sequences have under train.sem.pooling "
                           "sem_token; set it to 0 or use pooling rationale_mean")
@@ -675,6 +736,11 @@ def _prepare_env(cfg: PrepareConfig) -> list[str]:
 STAGE_CHECKS = {"prepare": _prepare_env, "teacher": _teacher_env, "embed": _embed_env,
                 "train": _train_env,
                 "evaluate": lambda cfg: _device("evaluate.device", cfg.device)}
+
+
+def adaptive_section(path: str | Path) -> AdaptiveConfig:
+    """The ``adaptive`` section (its defaults when absent); the file is validated whole."""
+    return load_params(path).get("adaptive") or AdaptiveConfig()
 
 
 def load_section(path: str | Path, section: str) -> tuple[CommonConfig, Any]:

@@ -19,32 +19,42 @@ import logging
 from dataclasses import dataclass
 from typing import Iterable
 
-from pst_distill.losses import ANSWER, IGNORE, NO_LOSS, RATIONALE, SEM
+from pst_distill.losses import ANSWER, IGNORE, NO_LOSS, RATIONALE, SEM, THINK
 
 log = logging.getLogger(__name__)
-PART_OF_KIND = {"prompt": NO_LOSS, "sem": NO_LOSS, "answer": ANSWER, "rationale": RATIONALE}
+PART_OF_KIND = {"prompt": NO_LOSS, "control": NO_LOSS, "sem": NO_LOSS, "answer": ANSWER,
+                "rationale": RATIONALE, "think_rationale": THINK, "think_answer": THINK}
+SUPERVISED = ("answer", "rationale", "think_rationale", "think_answer")
+CUTTABLE = ("rationale", "think_rationale")  # cut from the right when a sequence is too long
 
 
-def render_prompt(tokenizer, text: str) -> str:
-    """The user turn as the student sees it, identical at training and inference."""
+def render_prompt(tokenizer, text: str, system: str | None = None) -> str:
+    """The user turn as the student sees it, identical at training and inference;
+    ``system`` (common.format.system_prompt): a system turn, or None for the template's."""
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": text}],
+        system_turn = [] if system is None else [{"role": "system", "content": system}]
+        return tokenizer.apply_chat_template([*system_turn, {"role": "user", "content": text}],
                                              add_generation_prompt=True, tokenize=False)
-    return f"Q: {text}\nA: "
+    return f"Q: {text}\nA: " if not system else f"{system}\nQ: {text}\nA: "
 
 
-def add_sem_token(tokenizer, sem_token: str) -> int:
-    """Register [SEM] as a special token (idempotent); return its id."""
-    if sem_token not in tokenizer.get_vocab():
+def add_special(tokenizer, token: str) -> int:
+    """Register ``token`` as a special token (idempotent); return its id."""
+    if token not in tokenizer.get_vocab():
         # keep the tokenizer's other extra special tokens (kwarg renamed in transformers 5)
         names = inspect.signature(tokenizer.add_special_tokens).parameters
         keep = {k: False for k in ("replace_extra_special_tokens",
                                    "replace_additional_special_tokens") if k in names}
-        tokenizer.add_special_tokens({"additional_special_tokens": [sem_token]}, **keep)
-    ids = tokenizer(sem_token, add_special_tokens=False)["input_ids"]
+        tokenizer.add_special_tokens({"additional_special_tokens": [token]}, **keep)
+    ids = tokenizer(token, add_special_tokens=False)["input_ids"]
     if len(ids) != 1:
-        raise ValueError(f"sem token {sem_token!r} does not tokenise to one id: {ids}")
+        raise ValueError(f"special token {token!r} does not tokenise to one id: {ids}")
     return ids[0]
+
+
+def add_sem_token(tokenizer, sem_token: str) -> int:
+    """Register [SEM] as a special token (idempotent); return its id."""
+    return add_special(tokenizer, sem_token)
 
 
 @dataclass
@@ -63,9 +73,9 @@ class Example:
         return len(self.input_ids)
 
 
-def _segment_ids(tokenizer, kind: str, text: str) -> list[int]:
+def _segment_ids(tokenizer, kind: str, text: str, system: str | None = None) -> list[int]:
     if kind == "prompt":
-        text = render_prompt(tokenizer, text)
+        text = render_prompt(tokenizer, text, system)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
@@ -75,7 +85,7 @@ def _truncate(pieces: list[tuple[str, list[int]]], max_length: int) -> tuple[lis
         return pieces, False
     out = []
     for kind, ids in pieces:
-        if kind == "rationale" and excess > 0:
+        if kind in CUTTABLE and excess > 0:
             cut = min(excess, len(ids))
             ids, excess = ids[: len(ids) - cut], excess - cut
         out.append((kind, ids))
@@ -83,9 +93,9 @@ def _truncate(pieces: list[tuple[str, list[int]]], max_length: int) -> tuple[lis
 
 
 def encode_segments(segments: Iterable[dict], tokenizer, max_length: int,
-                    label_sem: bool = False) -> Example | None:
+                    label_sem: bool = False, system: str | None = None) -> Example | None:
     """Token ids, labels and part ids of one sequence; None if prompt + answer > max_length."""
-    pieces = [(s["kind"], _segment_ids(tokenizer, s["kind"], s["text"])) for s in segments]
+    pieces = [(s["kind"], _segment_ids(tokenizer, s["kind"], s["text"], system)) for s in segments]
     if not pieces or pieces[0][0] != "prompt":
         raise ValueError("a training sequence starts with its prompt segment")
     kind, last = pieces[-1]
@@ -97,7 +107,7 @@ def encode_segments(segments: Iterable[dict], tokenizer, max_length: int,
     for kind, ids in pieces:
         if kind == "sem":
             ex.sem_pos = len(ex.input_ids)
-        supervised = kind in ("answer", "rationale") or (kind == "sem" and label_sem)
+        supervised = kind in SUPERVISED or (kind == "sem" and label_sem)
         part = PART_OF_KIND[kind] if kind != "sem" or not label_sem else SEM
         ex.input_ids += ids
         ex.labels += ids if supervised else [IGNORE] * len(ids)
@@ -105,12 +115,12 @@ def encode_segments(segments: Iterable[dict], tokenizer, max_length: int,
     return ex
 
 
-def encode_rows(rows: list[dict], tokenizer, max_length: int,
-                label_sem: bool = False) -> tuple[list[Example], dict]:
+def encode_rows(rows: list[dict], tokenizer, max_length: int, label_sem: bool = False,
+                system: str | None = None) -> tuple[list[Example], dict]:
     """Encode assembled rows; stats count dropped (prompt + answer too long) and truncated."""
     examples, dropped = [], 0
     for row in rows:
-        ex = encode_segments(row["segments"], tokenizer, max_length, label_sem)
+        ex = encode_segments(row["segments"], tokenizer, max_length, label_sem, system)
         if ex is None:
             dropped += 1
             continue

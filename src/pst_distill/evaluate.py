@@ -1,7 +1,9 @@
 """Evaluate a trained student: greedy, batched, left-padded generation on the test split.
 
 Answer-first methods stop at the rationale delimiter or [SEM] (formats.stop_strings), so
-the answer costs a few tokens; pre_thinking must write its rationale first. Answers go
+the answer costs a few tokens; pre_thinking must write its rationale first, and stops at the
+end of its answer line (:class:`AnswerLineStop`: a student that repeats the line is not
+charged for the repeats, and its first answer is the one scored either way). Answers go
 through parsing.extract_answer (strict and flexible); model output is never run as code.
 """
 
@@ -95,44 +97,108 @@ def max_new_tokens(method: str, cfg) -> int:
     return cfg.max_new_tokens_rationale
 
 
-def generate_batch(model, tok, prompts: list[str], stops: list[str], max_new: int) -> list[dict]:
-    """Greedy completions of one left-padded batch: text, token count, finish reason."""
+class AnswerLineStop:
+    """A transformers stopping criterion: a row is done once its completion holds a whole
+    answer line (``answer_prefix`` … newline), the end of a think-first completion."""
+
+    def __init__(self, tok, answer_prefix: str, width: int):
+        self.tok, self.prefix, self.width = tok, answer_prefix, width
+
+    def __call__(self, input_ids, scores, **kwargs):
+        done = [answer_line_end(self.tok.decode(row[self.width:]), self.prefix) is not None
+                for row in input_ids]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+def answer_line_end(text: str, answer_prefix: str) -> int | None:
+    """The index just past the newline that ends the first answer line, or None."""
+    start = text.find(answer_prefix)
+    end = -1 if start < 0 else text.find("\n", start)
+    return None if end < 0 else end + 1
+
+
+def generate_batch(model, tok, prompts: list[str], stops: list[str], max_new: int,
+                   scores: bool = False, suppress: list[int] | None = None,
+                   answer_line: str | None = None) -> list[dict]:
+    """Greedy completions of one left-padded batch: text, token count, finish reason; with
+    ``scores``, each generated token's log-probability and top-1 minus top-2 probability
+    margin (``token_logprobs``, ``token_margins``, ``token_ids``). ``suppress``: token ids
+    never generated (the adaptive student's mode controls); ``answer_line``: the answer
+    prefix, to stop each row after its first answer line (:class:`AnswerLineStop`)."""
+    from transformers import StoppingCriteriaList
+
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     width = enc["input_ids"].shape[1]
+    extra = {"suppress_tokens": suppress} if suppress else {}
+    if answer_line:
+        extra["stopping_criteria"] = StoppingCriteriaList([AnswerLineStop(tok, answer_line, width)])
     with torch.inference_mode():
         out = model.generate(**enc, max_new_tokens=max_new, do_sample=False, top_p=None, top_k=None,
                              temperature=None, pad_token_id=tok.pad_token_id,
-                             stop_strings=stops or None, tokenizer=tok if stops else None)
-    return [_finish(row, tok, stops) for row in out[:, width:].tolist()]
+                             stop_strings=stops or None, tokenizer=tok if stops else None,
+                             return_dict_in_generate=True, output_logits=scores, **extra)
+    rows = out.sequences[:, width:]
+    results = [_finish(row, tok, stops, answer_line) for row in rows.tolist()]
+    if scores:
+        for res, extra_fields in zip(results, _token_scores(out.logits, rows, suppress)):
+            res.update(extra_fields)
+    return results
 
 
-def _finish(row: list[int], tok, stops: list[str]) -> dict:
+def _token_scores(logits, rows, suppress) -> list[dict]:
+    """Per row: generated ids, their log-probabilities and probability margins (from the
+    raw logits; suppressed tokens excluded, as generation excluded them)."""
+    lp = torch.stack(logits, 1).float()  # [B, T, V]
+    if suppress:
+        lp[..., suppress] = float("-inf")
+    lp = torch.log_softmax(lp, -1)
+    chosen = lp.gather(-1, rows[:, : lp.size(1)].unsqueeze(-1)).squeeze(-1)
+    top2 = lp.topk(2, -1).values.exp()
+    margin = top2[..., 0] - top2[..., 1]
+    return [{"token_ids": r.tolist(), "token_logprobs": c.tolist(), "token_margins": m.tolist()}
+            for r, c, m in zip(rows[:, : lp.size(1)], chosen, margin)]
+
+
+def _finish(row: list[int], tok, stops: list[str], answer_line: str | None = None) -> dict:
     # special tokens kept: [SEM] is one, and a stop string
     text, n, finish = decode_completion(row, tok, stops, skip_special_tokens=False)
+    end = answer_line_end(text, answer_line) if answer_line else None
+    if end is not None:  # stopped by AnswerLineStop (the row is padded after its newline)
+        text, finish = text[:end], "stop"
     # the EOS the model wrote counts as generated (a row cut at a stop string is padded)
     return {"text": text.strip(), "generated_tokens": n + int(finish == "eos"),
             "finish_reason": finish}
 
 
-def generate_all(model, tok, items: list[dict], method: str, fmt, cfg) -> list[dict]:
-    """Predictions for ``items`` in their order, with per-question generation time."""
+def generate_prompts(model, tok, prompts: list[str], stops: list[str], max_new: int,
+                     batch_size: int, desc: str, **kwargs) -> list[dict]:
+    """:func:`generate_batch` over ``prompts`` (longest first, so batches pad little), in
+    their order, each with its share of its batch's generation time (``seconds``)."""
     from tqdm.auto import tqdm
 
-    stops = stop_strings(method, fmt, cfg.generate_rationale)
-    prompts = [render_prompt(tok, inference_prompt(method, it["question"])) for it in items]
-    order = sorted(range(len(items)), key=lambda i: -len(prompts[i]))
-    results: list[dict | None] = [None] * len(items)
-    bar = tqdm(total=len(items), desc=f"eval {method}", unit="q")
-    for start in range(0, len(order), cfg.batch_size):
-        idx = order[start:start + cfg.batch_size]
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    results: list[dict | None] = [None] * len(prompts)
+    bar = tqdm(total=len(prompts), desc=desc, unit="q")
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
         t0 = time.perf_counter()
-        batch = generate_batch(model, tok, [prompts[i] for i in idx], stops,
-                               max_new_tokens(method, cfg))
+        batch = generate_batch(model, tok, [prompts[i] for i in idx], stops, max_new, **kwargs)
         seconds = (time.perf_counter() - t0) / len(idx)
         for i, res in zip(idx, batch):
             results[i] = {**res, "seconds": seconds}
         bar.update(len(idx))
     bar.close()
+    return results
+
+
+def generate_all(model, tok, items: list[dict], method: str, fmt, cfg) -> list[dict]:
+    """Predictions for ``items`` in their order, with per-question generation time."""
+    stops = stop_strings(method, fmt, cfg.generate_rationale)
+    prompts = [render_prompt(tok, inference_prompt(method, it["question"]), fmt.system_prompt)
+               for it in items]
+    results = generate_prompts(model, tok, prompts, stops, max_new_tokens(method, cfg),
+                               cfg.batch_size, f"eval {method}",
+                               answer_line=None if method in ANSWER_FIRST else fmt.answer_prefix)
     first_line = method in ANSWER_FIRST and not cfg.generate_rationale
     return [score(it, res, method, first_line, fmt.answer_prefix)
             for it, res in zip(items, results)]
@@ -200,6 +266,7 @@ def evaluate(model, tok, items: list[dict], method: str, fmt, cfg) -> tuple[list
                              "scored_text": "first line" if method in ANSWER_FIRST
                              and not cfg.generate_rationale else "whole completion",
                              "stop_strings": stop_strings(method, fmt, cfg.generate_rationale),
+                             "stop_after_answer_line": method not in ANSWER_FIRST,
                              "batch_size": cfg.batch_size, "greedy": True}
     return preds, metrics
 

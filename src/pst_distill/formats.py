@@ -10,6 +10,13 @@ of every part is exact, and appends EOS to the last segment.
     post_thinking  prompt | answer | rationale
     pst            prompt | answer | sem | rationale
     step_by_step   "predict: " prompt | answer      and    "explain: " prompt | rationale
+    adaptive       prompt | [FAST] | answer | sem | rationale   and   prompt | [THINK] | rationale | answer
+
+``adaptive`` trains one student in both modes; a mode control (:func:`mode_control`: one
+special token per mode, or a soft prompt of k learned virtual tokens per mode) opens the
+assistant turn, and at inference a router (:mod:`pst_distill.routing`) appends the control
+of the mode it picks. The think-first half has its own segment kinds, so its loss is a
+plain CE of its own (``think_rationale``/``think_answer``: part THINK of losses.py).
 
 Inference uses :func:`inference_prompt`, the same prompt segment, and stops answer-first
 methods at :func:`stop_strings` (the rationale delimiter and the [SEM] token).
@@ -20,10 +27,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-METHODS = ("answer_only", "pre_thinking", "step_by_step", "post_thinking", "pst")
+METHODS = ("answer_only", "pre_thinking", "step_by_step", "post_thinking", "pst", "adaptive")
 ANSWER_FIRST = ("answer_only", "step_by_step", "post_thinking", "pst")
-Kind = Literal["prompt", "answer", "rationale", "sem"]
+Kind = Literal["prompt", "control", "answer", "rationale", "sem", "think_rationale", "think_answer"]
 PREDICT, EXPLAIN = "predict: ", "explain: "
+MODES = ("fast", "think")  # adaptive: answer first | rationale first
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,29 @@ def training_sequences(method: str, question: str, answer: str, rationale: str,
     if method == "step_by_step":
         return [[Segment("prompt", PREDICT + question), Segment("answer", a)],
                 [Segment("prompt", EXPLAIN + question), Segment("rationale", r)]]
+    if method == "adaptive":
+        return [[q, Segment("control", mode_control("fast", fmt)), Segment("answer", a + "\n"),
+                 Segment("sem", fmt.sem_token), Segment("rationale", r)],
+                [q, Segment("control", mode_control("think", fmt)),
+                 Segment("think_rationale", r + "\n"), Segment("think_answer", a)]]
     raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+
+
+def control_tokens(mode: str, fmt) -> list[str]:
+    """The special tokens that open ``mode``: ``[FAST]`` / ``[THINK]`` (kind ``token``) or
+    ``[FAST_1]``..``[FAST_k]`` (kind ``soft_prompt``: k learned virtual tokens)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; allowed: {', '.join(MODES)}")
+    ctl = fmt.mode_control
+    name = mode.upper()
+    if ctl.kind == "token":
+        return [f"[{name}]"]
+    return [f"[{name}_{i}]" for i in range(1, ctl.k + 1)]
+
+
+def mode_control(mode: str, fmt) -> str:
+    """The control text of ``mode``, identical in training rows and inference prompts."""
+    return "".join(control_tokens(mode, fmt))
 
 
 def inference_prompt(method: str, question: str) -> str:

@@ -1,11 +1,13 @@
 """The training loss of PST_METHOD.md as pure functions on tensors.
 
     L = w_A · CE(answer tokens) + w_R · CE(rationale tokens) + w_S · CE([SEM] token) + λ · L_sem
+        + w_T · CE(think-first tokens)     (adaptive only: its rationale-first half, plain CE)
 
 Shapes: B rows, T tokens, V vocabulary, H hidden size, D embedding size, N rows that
 carry a semantic target. ``parts`` [B, T] gives each *input* token's part:
-``NO_LOSS`` (prompt, an unsupervised [SEM], padding), ``ANSWER``, ``RATIONALE`` or ``SEM``
-(a supervised [SEM] token: its own CE term, not part of the answer's); ``labels`` [B, T] are
+``NO_LOSS`` (prompt, mode control, an unsupervised [SEM], padding), ``ANSWER``, ``RATIONALE``,
+``SEM`` (a supervised [SEM] token: its own CE term, not part of the answer's) or ``THINK``
+(rationale and answer of adaptive's think-first sequence); ``labels`` [B, T] are
 the input ids with -100 where no loss is wanted. The shift (logits at t predict token
 t + 1) happens here, once.
 
@@ -30,22 +32,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 IGNORE = -100
-NO_LOSS, ANSWER, RATIONALE, SEM = 0, 1, 2, 3
-CE_PARTS = (ANSWER, RATIONALE, SEM)  # the order of every CE-sums vector
+NO_LOSS, ANSWER, RATIONALE, SEM, THINK = 0, 1, 2, 3, 4
+CE_PARTS = (ANSWER, RATIONALE, SEM, THINK)  # the order of every CE-sums vector
 SemLoss = Literal["cosine", "mse", "infonce"]
 Pooling = Literal["sem_token", "rationale_mean"]
 
 
 @dataclass(frozen=True)
 class LossWeights:
-    """w_A, w_R, λ, w_S; ``per_part`` averages each part on its own, ``joint`` all tokens
-    together (plain LM loss over the completion when w_A = w_R = w_S = 1)."""
+    """w_A, w_R, λ, w_S, w_T; ``per_part`` averages each part on its own, ``joint`` all
+    tokens together (plain LM loss over the completion when all CE weights are 1)."""
 
     w_answer: float = 1.0
     w_rationale: float = 1.0
     w_sem: float = 0.0
     reduction: Literal["per_part", "joint"] = "per_part"
     w_sem_token: float = 1.0
+    w_think: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -56,12 +59,13 @@ class Denominators:
     n_rationale: float
     n_sem: float = 0.0
     n_sem_token: float = 0.0
+    n_think: float = 0.0
 
     def __add__(self, other: "Denominators") -> "Denominators":
         return Denominators(*(a + b for a, b in zip(self.as_list(), other.as_list())))
 
     def as_list(self) -> list[float]:
-        return [self.n_answer, self.n_rationale, self.n_sem, self.n_sem_token]
+        return [self.n_answer, self.n_rationale, self.n_sem, self.n_sem_token, self.n_think]
 
 
 def token_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
@@ -82,7 +86,7 @@ def _part_masks(labels: Tensor, parts: Tensor) -> tuple[Tensor, ...]:
 
 
 def part_ce_sums(logits: Tensor, labels: Tensor, parts: Tensor) -> Tensor:
-    """Sum of token CE per part: [3] = (answer, rationale, [SEM] token)."""
+    """Sum of token CE per part: [4] = (answer, rationale, [SEM] token, think-first)."""
     ce = token_cross_entropy(logits, labels)
     return torch.stack([(ce * m).sum() for m in _part_masks(labels, parts)])
 
@@ -103,7 +107,7 @@ def part_ce_sums_flat(logits: Tensor, targets: Tensor, parts: Tensor) -> Tensor:
 
 
 def ce_sums_by_part(ce: Tensor, parts: Tensor) -> Tensor:
-    """[3] sums of per-token CE ``ce`` [M] grouped by the target parts ``parts`` [M]."""
+    """[4] sums of per-token CE ``ce`` [M] grouped by the target parts ``parts`` [M]."""
     return torch.stack([(ce * (parts == p)).sum() for p in CE_PARTS])
 
 
@@ -115,9 +119,10 @@ def select_supervised(labels: Tensor, parts: Tensor) -> tuple[Tensor, Tensor, Te
 
 def count_parts(labels: Tensor, parts: Tensor, sem_valid: Tensor | None = None) -> Denominators:
     """The :class:`Denominators` of one (micro-)batch; add them up over the effective batch."""
-    answer, rationale, sem_token = _part_masks(labels, parts)
+    answer, rationale, sem_token, think = _part_masks(labels, parts)
     n_sem = float(sem_valid.sum()) if sem_valid is not None else 0.0
-    return Denominators(float(answer.sum()), float(rationale.sum()), n_sem, float(sem_token.sum()))
+    return Denominators(float(answer.sum()), float(rationale.sum()), n_sem, float(sem_token.sum()),
+                        float(think.sum()))
 
 
 def semantic_loss(pred: Tensor, target: Tensor, kind: SemLoss = "cosine",
@@ -177,25 +182,29 @@ def combine(ce_sums: Tensor, sem_sum: Tensor | float, den: Denominators,
             w: LossWeights) -> tuple[Tensor, dict[str, float]]:
     """Scalar loss of one micro-batch, normalised by effective-batch ``den``, and its parts.
 
-    ``ce_sums`` [3] from :func:`part_ce_sums` (a [2] vector without a [SEM] part is
-    accepted), ``sem_sum`` the summed :func:`semantic_loss`. The parts are detached 0-d
+    ``ce_sums`` [4] from :func:`part_ce_sums` (shorter vectors, without the [SEM] or think
+    parts, are accepted), ``sem_sum`` the summed :func:`semantic_loss`. The parts are detached 0-d
     tensors (no device sync here; ``float()`` them to log).
     """
     s_a, s_r = ce_sums[0], ce_sums[1]
     s_s = ce_sums[2] if len(ce_sums) > 2 else torch.zeros_like(s_a)
+    s_t = ce_sums[3] if len(ce_sums) > 3 else torch.zeros_like(s_a)
     ce_a = s_a / max(den.n_answer, 1.0)
     ce_r = s_r / max(den.n_rationale, 1.0)
     ce_s = s_s / max(den.n_sem_token, 1.0)
+    ce_t = s_t / max(den.n_think, 1.0)
     if w.reduction == "joint":
-        ce = (w.w_answer * s_a + w.w_rationale * s_r + w.w_sem_token * s_s) / max(
-            den.n_answer + den.n_rationale + den.n_sem_token, 1.0)
+        ce = (w.w_answer * s_a + w.w_rationale * s_r + w.w_sem_token * s_s + w.w_think * s_t) / max(
+            den.n_answer + den.n_rationale + den.n_sem_token + den.n_think, 1.0)
     else:
         ce = w.w_answer * ce_a + w.w_rationale * ce_r + w.w_sem_token * ce_s
+        if den.n_think:  # only adaptive has think-first tokens; others keep their exact sum
+            ce = ce + w.w_think * ce_t
     sem = sem_sum / max(den.n_sem, 1.0)
     loss = ce + w.w_sem * sem if w.w_sem else ce
     sem = sem if isinstance(sem, Tensor) else torch.tensor(float(sem), device=ce_a.device)
     parts = {"ce_answer": ce_a.detach(), "ce_rationale": ce_r.detach(),
-             "ce_sem_token": ce_s.detach(), "sem": sem.detach()}
+             "ce_sem_token": ce_s.detach(), "ce_think": ce_t.detach(), "sem": sem.detach()}
     return loss, parts
 
 

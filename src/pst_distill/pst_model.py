@@ -28,7 +28,8 @@ class PSTModel(nn.Module):
     """``student`` (plain or peft causal LM) + optional :class:`losses.SemanticHead`.
 
     ``forward(batch)`` takes a batch of :mod:`pst_distill.data` (either layout) and returns
-    ``{"ce": [3] CE sums of (answer, rationale, [SEM] token), "sem": summed semantic loss}``,
+    ``{"ce": [4] CE sums of (answer, rationale, [SEM] token, think-first), "sem": summed
+    semantic loss}``,
     both float32.
     """
 
@@ -141,12 +142,14 @@ def wrap_student(student, settings, device: str, head: losses.SemanticHead | Non
     return model.to(device)
 
 
-def build_pst_model(settings, sem_token: str, device: str, targets_dim: int | None = None):
+def build_pst_model(settings, sem_token: str, device: str, targets_dim: int | None = None,
+                    controls: dict | None = None):
     """(PSTModel, tokenizer, [SEM] id): the student of ``settings.model`` (full or LoRA,
-    float32 weights) and, with a semantic loss, a fresh head of width ``targets_dim``."""
+    float32 weights) and, with a semantic loss, a fresh head of width ``targets_dim``;
+    ``controls``: adaptive's mode controls (:func:`pst_distill.student.load_student`)."""
     from pst_distill.student import load_student
     from pst_distill.trainer import build_head
 
-    student, tok, sem_id = load_student(settings, sem_token, device)
+    student, tok, sem_id = load_student(settings, sem_token, device, controls)
     head = build_head(student, settings, targets_dim)
     return wrap_student(student, settings, device, head), tok, sem_id

@@ -1,13 +1,15 @@
 """The report: accuracy per method and task with 95% intervals next to the constant
 baselines, paired differences, predicted-label histograms, generation cost and training
-figures (``report.md``); the figures a team compares (``summary.json``, declared as DVC
-metrics); and two plots.
+figures, and the adaptive student's accuracy against generated tokens (``report.md``); the
+figures a team compares (``summary.json``, declared as DVC metrics); and three plots.
 
 Inputs are the pipeline's files, one per method and training seed, named
 ``<method>-<seed>``: predictions (``.jsonl``, evaluate_student), training metrics (``.json``)
 and loss curves (``.tsv``, train_student); and the prepared splits (train: the majority
-baseline; test: the size of the evaluation set). The statistics are in
-:mod:`pst_distill.stats` and the comparison tables in :mod:`pst_distill.report_tables`.
+baseline; test: the size of the evaluation set). A predictions file whose rows name
+another method (``adaptive-<seed>.jsonl``: ``"adaptive:<router>"``) is split into those
+methods. The statistics are in :mod:`pst_distill.stats`, the comparison tables in
+:mod:`pst_distill.report_tables` and the adaptive frontier in :mod:`pst_distill.frontier`.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pst_distill import frontier as fr
 from pst_distill import report_tables as rt
-from pst_distill.formats import METHODS
 from pst_distill.io import read_json, read_jsonl, write_json, write_text
 from pst_distill.parsing import INVALID
 from pst_distill.stats import accuracy_interval, best_constant_baseline, majority_baseline
@@ -30,7 +32,7 @@ from pst_distill.stats import accuracy_interval, best_constant_baseline, majorit
 log = logging.getLogger(__name__)
 
 RNG_SEED = 0  # bootstrap draws: the same numbers in summary.json and in report.md
-Runs = dict  # {method: {seed: value}}, methods in METHODS order, seeds sorted
+Runs = dict  # {method: {seed: value}}, methods in report_tables.method_order, seeds sorted
 
 
 @dataclass(frozen=True)
@@ -48,11 +50,12 @@ class Outputs:
     summary: Path
     accuracy_plot: Path
     loss_plot: Path
+    frontier_plot: Path | None = None  # None: frontier.png next to the accuracy plot
 
 
 # ------------------------------------------------------------------ loading
 def _method_key(method: str) -> tuple:
-    return (METHODS.index(method) if method in METHODS else len(METHODS), method)
+    return rt.method_order(method)
 
 
 def _seed_key(seed) -> tuple:
@@ -250,7 +253,8 @@ def markdown(body: dict) -> str:
     parts = ["# PST distillation report", "", body["runs"], *notes, "",
              "## Evaluation set", "", body["evaluation_set"], "", body["comparison"],
              "## Generation cost", "", "Mean over seeds and questions (greedy, batched).", "",
-             body["cost"], "", "## Training", "", "Mean over seeds; final loss parts are the mean "
+             body["cost"], "", *([body["frontier"]] if body.get("frontier") else []),
+             "## Training", "", "Mean over seeds; final loss parts are the mean "
              "of each run's last 5 steps.", "", body["training"], "", "## Plots", "",
              *[f"![{name}]({path})" for name, path in body["plots"].items()]]
     return "\n".join(parts) + "\n"
@@ -344,19 +348,45 @@ def _save(fig, path) -> None:
 
 
 # ------------------------------------------------------------------ the whole report
+def regroup(file_method: str, rows: list[dict]) -> dict[str, list[dict]]:
+    """The rows of one ``<method>-<seed>.jsonl`` by method: a row whose ``method`` names
+    another one (``"adaptive:confidence"`` in ``adaptive-1.jsonl``: one row per question and
+    router) goes to that method; the other rows stay with the file's method."""
+    out: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        name = row.get("method")
+        out[name if isinstance(name, str) and ":" in name and name != file_method
+            else file_method].append(row)
+    return dict(out)
+
+
 def load_predictions(folder) -> tuple[Runs, list[str]]:
+    """``{method: {seed: rows}}`` of every method (adaptive routers, the oracle and sweep
+    points included), seeds every method shares; notes on what was left out."""
     runs = find_runs(folder, ".jsonl")
     if not runs:
         raise FileNotFoundError(f"no <method>-<seed>.jsonl predictions in {folder}")
-    return common_seeds({m: {s: read_jsonl(p) for s, p in by_seed.items()} for m, by_seed in runs.items()})
+    found: dict = defaultdict(dict)
+    for method, by_seed in runs.items():
+        for seed, path in by_seed.items():
+            for name, rows in regroup(method, read_jsonl(path)).items():
+                found[name][seed] = rows
+    return common_seeds({m: found[m] for m in sorted(found, key=_method_key)})
 
 
 def build_report(inputs: Inputs, outputs: Outputs, cfg) -> dict:
-    """Write report.md, summary.json and both plots; return the summary."""
-    predictions, notes = load_predictions(inputs.predictions)
+    """Write report.md, summary.json and the plots; return the summary. The oracle and the
+    τ sweep points are in the frontier section only (pst_distill.frontier)."""
+    every, notes = load_predictions(inputs.predictions)
+    predictions = fr.split_analysis(every)[0]
     train_labels = labels_by_task(read_jsonl(inputs.train))
-    arrays = rt.build_arrays(predictions, cfg.score)
+    every_arrays = rt.build_arrays(every, cfg.score)
+    arrays = {m: every_arrays[m] for m in predictions}
     summary = summarize(arrays, predictions, train_labels, cfg.score, cfg.n_boot)
+    points = fr.frontier_points(every_arrays, every, cfg.n_boot, RNG_SEED)
+    fr.add_to_summary(summary, points)
+    frontier_plot = outputs.frontier_plot or Path(outputs.accuracy_plot).with_name("frontier.png")
+    fr.plot_frontier(points, frontier_plot)
     train = {m: {s: read_json(p) for s, p in by_seed.items()}
              for m, by_seed in find_runs(inputs.train_metrics, ".json").items()}
     curves = {m: {s: read_curve(p) for s, p in by_seed.items()}
@@ -364,12 +394,14 @@ def build_report(inputs: Inputs, outputs: Outputs, cfg) -> dict:
     plot_accuracy(summary, cfg.score, outputs.accuracy_plot)
     plot_losses(curves, cfg.smooth, outputs.loss_plot)
     md_dir = Path(outputs.markdown).parent
+    link = Path(os.path.relpath(frontier_plot, md_dir)).as_posix()
     seeds = sorted({s for by_seed in predictions.values() for s in by_seed}, key=_seed_key)
     body = {"runs": f"Methods: {', '.join(predictions)}; training seeds: {', '.join(map(str, seeds))}.",
             "notes": [f"- {n}" for n in notes],
             "evaluation_set": evaluation_set_table(arrays, read_jsonl(inputs.test)),
             "comparison": rt.comparison_report(predictions, train_labels, cfg.score, cfg.n_boot, RNG_SEED),
             "cost": cost_table(summary, predictions), "training": training_table(train, curves),
+            "frontier": fr.frontier_section(points, every, link),
             "plots": {name: Path(os.path.relpath(p, md_dir)).as_posix() for name, p in
                       (("accuracy per task", outputs.accuracy_plot), ("training loss", outputs.loss_plot))}}
     write_text(outputs.markdown, markdown(body))

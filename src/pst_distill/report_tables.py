@@ -19,13 +19,26 @@ from pst_distill.stats import (Interval, PairedDiff, TaskArrays, accuracy_interv
 
 FOCUS = ("pst", "post_thinking")
 AGAINST = ("answer_only", "pre_thinking", "step_by_step", "post_thinking", "pst")
+# the adaptive student's routers (methods "adaptive:<router>", see pst_distill.frontier), in
+# report order; the two that choose per question are compared with the fixed-order baselines
+ROUTERS = ("always_fast", "always_think", "confidence", "perception")
+EXTRA_PAIRS = (("adaptive:confidence", "pre_thinking"), ("adaptive:confidence", "answer_only"),
+               ("adaptive:perception", "pre_thinking"), ("adaptive:perception", "answer_only"))
 OVERALL = "overall"
 
 Arrays = dict[str, dict[str, TaskArrays]]  # {method: {task: TaskArrays}}
 
 
-def _order(method: str) -> tuple:
-    return (METHODS.index(method) if method in METHODS else len(METHODS), method)
+def method_order(method: str) -> tuple:
+    """Sort key: METHODS order, then the adaptive routers in ROUTERS order, then the rest
+    by name (one key for every table, the summary and the plots, so they list alike)."""
+    router = method.partition(":")[2]
+    if method in METHODS:
+        return (0, METHODS.index(method), method)
+    if router in ROUTERS:
+        return (1, ROUTERS.index(router), method)
+    return (2, 0, method)
+
 
 
 def build_arrays(predictions: Mapping[str, Mapping], score: str = "flexible") -> Arrays:
@@ -33,7 +46,7 @@ def build_arrays(predictions: Mapping[str, Mapping], score: str = "flexible") ->
     tasks, seeds and question ids."""
     if not predictions:
         raise ValueError("no methods given")
-    arrays = {m: aligned_by_task(predictions[m], score) for m in sorted(predictions, key=_order)}
+    arrays = {m: aligned_by_task(predictions[m], score) for m in sorted(predictions, key=method_order)}
     ref_name, ref = next(iter(arrays.items()))
     for name, tasks in arrays.items():
         if set(tasks) != set(ref):
@@ -107,13 +120,16 @@ def baseline_table(arrays: Arrays, train_labels: Mapping[str, Sequence[str]]) ->
 
 
 def comparison_pairs(methods: Sequence[str], focus: Sequence[str] = FOCUS,
-                     against: Sequence[str] = AGAINST) -> list[tuple[str, str]]:
-    """(A, B) pairs: each focus method against each other present method, once per pair."""
+                     against: Sequence[str] = AGAINST,
+                     extra: Sequence[tuple[str, str]] = EXTRA_PAIRS) -> list[tuple[str, str]]:
+    """(A, B) pairs: each focus method against each other present method, once per pair;
+    then the ``extra`` pairs whose methods are both present (the adaptive routers against
+    the thinking and non-thinking baselines: does routing keep accuracy at lower cost?)."""
     pairs: list[tuple[str, str]] = []
-    for a in focus:
-        for b in against:
-            if a != b and a in methods and b in methods and (b, a) not in pairs:
-                pairs.append((a, b))
+    candidates = [(a, b) for a in focus for b in against] + list(extra)
+    for a, b in candidates:
+        if a != b and a in methods and b in methods and (a, b) not in pairs and (b, a) not in pairs:
+            pairs.append((a, b))
     return pairs
 
 

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from pst_distill.data import add_sem_token
+from pst_distill.data import add_sem_token, add_special
 from pst_distill.io import write_json
 from pst_distill.models import load_causal_lm, load_tokenizer
 
@@ -25,24 +25,45 @@ log = logging.getLogger(__name__)
 HEAD_WEIGHTS, HEAD_CONFIG, STATE = "semantic_head.safetensors", "semantic_head.json", "train_state.json"
 
 
-def load_student(settings, sem_token: str, device: str):
-    """(model in float32 on ``device``, tokenizer with [SEM] and a pad token, sem id)."""
+def load_student(settings, sem_token: str, device: str,
+                 controls: dict[str, tuple[list[str], str]] | None = None):
+    """(model in float32 on ``device``, tokenizer with [SEM] and a pad token, sem id).
+
+    ``controls``: the adaptive student's mode controls, ``{mode: (special tokens, text)}``;
+    each token is added and its input-embedding row starts at the mean embedding of
+    ``text`` (the delimiter that follows it), so the two modes differ from the first step.
+    """
     tok = load_tokenizer(settings.model, settings.revision, settings.trust_remote_code)
     sem_id = add_sem_token(tok, sem_token)
+    control_ids = {mode: [add_special(tok, t) for t in tokens]
+                   for mode, (tokens, _) in (controls or {}).items()}
     model, tok = load_causal_lm(settings.model, settings.revision, device, "float32",
                                 settings.trust_remote_code, tokenizer=tok)
+    for mode, ids in control_ids.items():
+        init_rows(model, tok, ids, controls[mode][1])
     if settings.finetune == "lora":
-        model = wrap_lora(model, settings.lora, sem_id)
+        model = wrap_lora(model, settings.lora, [sem_id, *(i for ids in control_ids.values() for i in ids)])
     model.train()
     return model, tok, sem_id
 
 
-def wrap_lora(model, opts, sem_id: int):
-    """LoRA adapters plus a trainable [SEM] row of the input (and tied output) embedding."""
+def init_rows(model, tok, ids: list[int], text: str) -> None:
+    """Input-embedding rows ``ids`` := the mean embedding of ``text``'s tokens."""
+    import torch
+
+    emb = model.get_input_embeddings().weight
+    src = tok(text, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        emb[ids] = emb[src].mean(0).to(emb.dtype)
+
+
+def wrap_lora(model, opts, token_ids: list[int]):
+    """LoRA adapters plus trainable rows of the input (and tied output) embedding for the
+    added tokens ``token_ids`` ([SEM], mode controls)."""
     from peft import LoraConfig, get_peft_model
 
     cfg = LoraConfig(r=opts.r, lora_alpha=opts.alpha, lora_dropout=opts.dropout,
-                     target_modules=list(opts.target_modules), trainable_token_indices=[sem_id],
+                     target_modules=list(opts.target_modules), trainable_token_indices=token_ids,
                      task_type="CAUSAL_LM")
     model = get_peft_model(model, cfg)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

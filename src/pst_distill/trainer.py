@@ -38,12 +38,13 @@ import torch
 
 from pst_distill import losses, train_state
 from pst_distill.data import Example, encode_rows, make_batch
+from pst_distill.formats import control_tokens
 from pst_distill.io import write_text
 from pst_distill.pst_model import PSTModel, build_pst_model
 from pst_distill.student import save_checkpoint
 
 log = logging.getLogger(__name__)
-LOGGED = ("loss", "ce_answer", "ce_rationale", "ce_sem_token", "sem")
+LOGGED = ("loss", "ce_answer", "ce_rationale", "ce_sem_token", "ce_think", "sem")
 CURVE_COLUMNS = ("step", *LOGGED, "grad_norm", "lr", "tokens")
 FINAL_WINDOW = 5  # the compared final loss parts: mean over the last 5 steps
 # the figures a team compares (the stage's declared metrics); the rest are details
@@ -78,9 +79,18 @@ class RunState:
     curve: list[dict] = field(default_factory=list)
 
 
+def mode_controls(method: str, fmt) -> dict | None:
+    """adaptive: ``{mode: (control tokens, the delimiter its rows start from)}``."""
+    if method != "adaptive":
+        return None
+    return {"fast": (control_tokens("fast", fmt), fmt.answer_prefix),
+            "think": (control_tokens("think", fmt), fmt.rationale_prefix)}
+
+
 def loss_weights(settings) -> losses.LossWeights:
     w = settings.loss
-    return losses.LossWeights(w.w_answer, w.w_rationale, w.w_sem, w.reduction, w.w_sem_token)
+    return losses.LossWeights(w.w_answer, w.w_rationale, w.w_sem, w.reduction, w.w_sem_token,
+                              w.w_think)
 
 
 def cpu_supports_bf16() -> bool:
@@ -399,9 +409,11 @@ def train(rows: list[dict], settings, method: str, fmt, seed: int, out_dir, curv
     targets = None if embeddings is None or settings.loss.w_sem <= 0 else \
         torch.from_numpy(np.asarray(embeddings, dtype=np.float32))
     pst, tok, sem_id = build_pst_model(settings, fmt.sem_token, str(accelerator.device),
-                                       None if targets is None else int(targets.shape[1]))
+                                       None if targets is None else int(targets.shape[1]),
+                                       mode_controls(method, fmt))
     rows = sample_rows(rows, settings, seed)
-    examples, data_stats = encode_rows(rows, tok, settings.max_length, settings.label_sem_token)
+    examples, data_stats = encode_rows(rows, tok, settings.max_length, settings.label_sem_token,
+                                       fmt.system_prompt)
     if not examples:
         raise ValueError(f"no training sequences for {method!r} (all longer than max_length?)")
     n_questions = len(question_groups(examples))

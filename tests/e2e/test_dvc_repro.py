@@ -127,7 +127,7 @@ def curve(repo, run: str) -> list[dict]:
     return [dict(zip(head, map(float, row))) for row in rows]
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", [*METHODS, "adaptive"])
 def test_training_ran_the_configured_steps(repo, method):
     cfg = params(repo)["train"]
     steps = cfg["methods"][method].get("steps", cfg["defaults"]["steps"])
@@ -140,7 +140,7 @@ def test_training_ran_the_configured_steps(repo, method):
         assert rows[-1]["tokens"] == m["tokens"] > 0
         model = repo / layout(repo)["models"] / run
         assert (model / "config.json").exists()
-        if method == "pst":  # the semantic loss is on, and only for pst
+        if method in ("pst", "adaptive"):  # the semantic loss is on, and only for these
             assert (model / "semantic_head.safetensors").exists()
             assert m["loss_weights"]["w_sem"] == cfg["sem"]["weight"] > 0
             assert all(r["sem"] > 0 for r in rows)
@@ -200,9 +200,12 @@ def test_predictions_and_metrics_agree(repo, method):
         gen = m["generation"]
         assert gen["max_new_tokens"] == budget and gen["stop_strings"] == stops
         assert gen["scored_text"] == ("first line" if answer_first else "whole completion")
+        assert gen["stop_after_answer_line"] == (not answer_first)
         for p in preds:  # each finish reason says what happened to its row
             assert 0 < p["generated_tokens"] <= budget
-            assert p["finish_reason"] in (("stop", "eos", "length") if answer_first else ("eos", "length"))
+            assert p["finish_reason"] in ("stop", "eos", "length")
+            if not answer_first and p["finish_reason"] == "stop":  # stopped after its answer line
+                assert fmt["answer_prefix"] in p["completion"].splitlines()[-1], p
             assert (p["finish_reason"] == "length") <= (p["generated_tokens"] == budget)
             assert not any(s in p["completion"] for s in stops)
 
@@ -215,6 +218,49 @@ def test_report_shows_every_method(repo):
         rows = [ln for ln in report.splitlines() if ln.startswith(f"| {method} |")]
         assert rows and f"{acc:.3f}" in rows[0], (method, acc, rows)
     assert (repo / "reports/accuracy.png").stat().st_size > 1000
+
+
+def test_adaptive_routes_every_question_of_the_evaluation_set(repo):
+    """Every router answers the evaluation set every method gets, in the mode it says,
+    charged its route; held-out questions are neither trained on nor tested."""
+    paths, fmt = layout(repo), params(repo)["common"]["format"]
+    held = {r["id"] for r in jsonl(repo / paths["holdout"] / "adaptive.jsonl")}
+    trained = {r["id"] for r in jsonl(repo / paths["assembled"] / "adaptive.jsonl")}
+    test = {r["id"] for r in jsonl(repo / "data/prepared/test.jsonl")}
+    assert len(held) == 2 * len(params(repo)["prepare"]["tasks"])
+    assert not held & trained and not held & test
+    assert held <= {r["id"] for r in jsonl(repo / paths["assembled"] / "pst.jsonl")}
+    for run_name in runs(repo, "adaptive"):
+        rows = jsonl(repo / paths["predictions"] / f"{run_name}.jsonl")
+        ids = [p["id"] for p in jsonl(repo / paths["predictions"] / f"pst-{run_name.split('-')[1]}.jsonl")]
+        by: dict = {}
+        for r in rows:
+            by.setdefault(r["method"].split(":", 1)[1], []).append(r)
+        assert {"always_fast", "always_think", "confidence", "perception", "oracle"} <= set(by)
+        assert all(sorted(r["id"] for r in rs) == sorted(ids) for rs in by.values())
+        fast = {r["id"]: r for r in by["always_fast"]}
+        assert all(r["mode"] == "fast" for r in fast.values())
+        assert all(r["mode"] == "think" and r["completion"].startswith(fmt["rationale_prefix"])
+                   for r in by["always_think"])
+        for r in by["confidence"]:  # think exactly where the fast answer is unsure
+            assert (r["mode"] == "think") == (r["confidence"] < r["tau"]), r
+            paid = fast[r["id"]]["generated_tokens"] if r["mode"] == "think" else 0
+            assert r["generated_tokens"] >= paid
+        assert all(r["mode"] == "fast" for r in by["confidence@0.00"])
+        m = record(repo, f"eval/{run_name}.json")
+        for router, fig in m["routers"].items():
+            assert fig["accuracy_flexible"] == pytest.approx(
+                mean(r["correct_flexible"] for r in by[router]), abs=1e-4)
+            assert fig["think_share"] == pytest.approx(
+                mean(r["mode"] == "think" for r in by[router]), abs=1e-4)
+        tok_dir = repo / paths["models"] / run_name
+        vocab = json.loads((tok_dir / "tokenizer.json").read_text())["added_tokens"]
+        assert {"[FAST]", "[THINK]", fmt["sem_token"]} <= {t["content"] for t in vocab if t["special"]}
+    report = (repo / "reports/report.md").read_text()
+    assert "## Adaptive thinking" in report and "oracle (upper bound, analysis only)" in report
+    assert (repo / "reports/frontier.png").stat().st_size > 1000
+    summary = json.loads((repo / "reports/summary.json").read_text())
+    assert "adaptive:oracle" not in summary["methods"] and summary["frontier"]["confidence_sweep"]
 
 
 def test_second_repro_is_a_noop_and_status_clean(repo):

@@ -102,7 +102,7 @@ def test_transformers_teacher_stops_and_trims_at_the_prefix_line(tok):
 def test_assembly_and_tokenisation_label_the_prefixed_answer(params, teacher_items, tok):
     kept, _, _ = run_teacher(params, teacher_items(4))
     common, cfg = load_section(params, "assemble")
-    datasets, _, _ = assemble(kept, cfg, common.format, common.seed)
+    datasets, _, _, _ = assemble(kept, cfg, common.format, common.seed)
     add_sem_token(tok, common.format.sem_token)
     checked = 0
     for method, rows in datasets.items():

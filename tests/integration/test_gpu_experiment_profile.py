@@ -1,5 +1,5 @@
 """profiles/gpu.yaml (the GPU experiment of issue 9) against the config schema and the sizes
-the issue asks for: 5 methods x 3 seeds, a pretrained full-finetuned student on CUDA, >= 6,000
+the issue asks for: 5 methods (+ adaptive) x 3 seeds, a pretrained full-finetuned student on CUDA, >= 6,000
 training questions over coin flip, last letters and two-step arithmetic, 2 epochs for every
 method, >= 300 balanced test questions per task. The data checks build the real split
 in-process (generators only, no model). Plus the dry-run profile that scripts/gpu_experiment.sh
@@ -121,7 +121,8 @@ def test_dry_run_profile_keeps_the_structure(tmp_path, params):
     assert dry.get("embed").device == dry.get("evaluate").device == "cpu"
     targets = gx.seed_targets(yaml.safe_load(out.read_text()))
     assert [seed for seed, _ in targets] == [1, 2, 3]
-    assert targets[0][1][0] == "evaluate_student@answer_only-1" and len(targets[0][1]) == 5
+    assert targets[0][1][0] == "evaluate_student@answer_only-1" and len(targets[0][1]) == 6
+    assert dry.get("adaptive").holdout_per_task == 2
 
 
 def test_stage_seconds_from_the_stamped_log():

@@ -54,7 +54,9 @@ def test_rows_per_method_exact():
         "step_by_step": ["predict: " + q + "Answer: 48", "explain: " + q + rs],
         "post_thinking": [q + "Answer: 48\n" + rs],
         "pst": [q + "Answer: 48\n[SEM]" + rs],
+        "adaptive": [q + "[FAST]Answer: 48\n[SEM]" + rs, q + "[THINK]" + rs + "\nAnswer: 48"],
     }
+    assert [r["emb_row"] for r in rows["adaptive"]] == [7, None]  # the think half has no target
     assert [r["emb_row"] for r in rows["step_by_step"]] == [None, 7]
     assert rows["answer_only"][0]["emb_row"] is None
     assert rows["pst"][0]["emb_row"] == 7
@@ -66,7 +68,7 @@ def test_rows_per_method_exact():
 
 def test_assemble_counts_and_methods_subset():
     recs = _records(5)
-    data, targets, stats = assemble(recs, _cfg(methods=["pst", "step_by_step"]), FMT, 0)
+    data, targets, stats, _ = assemble(recs, _cfg(methods=["pst", "step_by_step"]), FMT, 0)
     assert set(data) == {"pst", "step_by_step"}
     assert stats["methods"]["pst"]["rows"] == 15 and stats["methods"]["step_by_step"]["rows"] == 30
     assert [r["emb_row"] for r in data["pst"]] == list(range(15))
@@ -78,8 +80,8 @@ def test_assemble_counts_and_methods_subset():
 
 def test_targets_do_not_depend_on_methods():
     recs = _records(3)
-    _, only_answers, _ = assemble(recs, _cfg(methods=["answer_only"]), FMT, 0)
-    _, all_methods, _ = assemble(recs, _cfg(), FMT, 0)
+    _, only_answers, _, _ = assemble(recs, _cfg(methods=["answer_only"]), FMT, 0)
+    _, all_methods, _, _ = assemble(recs, _cfg(), FMT, 0)
     assert only_answers == all_methods and len(all_methods) == len(recs)
 
 
@@ -129,7 +131,7 @@ def test_corruption_fraction_and_determinism(mode):
 
 def test_corrupted_identically_for_all_methods():
     recs = _records(10)
-    data, _, stats = assemble(recs, _cfg(corrupt_frac=0.5, corrupt_mode="swap"), FMT, 1)
+    data, _, stats, _ = assemble(recs, _cfg(corrupt_frac=0.5, corrupt_mode="swap"), FMT, 1)
     rationale = {m: {r["key"]: r["segments"][-1]["text"] for r in rows if r["segments"][-1]["kind"] == "rationale"}
                  for m, rows in data.items()}
     assert rationale["pst"] == rationale["post_thinking"] == rationale["step_by_step"]
@@ -158,7 +160,7 @@ def test_swap_exchanges_two_entities():
 
 def test_shuffle_uses_donor_rationale_and_embedding():
     recs = _records(10)
-    data, targets, _ = assemble(recs, _cfg(corrupt_frac=0.3, corrupt_mode="shuffle"), FMT, 0)
+    data, targets, _, _ = assemble(recs, _cfg(corrupt_frac=0.3, corrupt_mode="shuffle"), FMT, 0)
     by_key = {r["key"]: r for r in recs}
     assert sum(r["corrupted"] for r in data["pst"]) == 9
     for row in data["pst"]:
@@ -183,7 +185,7 @@ def _rationale_segment(row) -> str:
 @pytest.mark.parametrize("mode", ["numbers", "swap", "shuffle"])
 def test_seen_target_is_the_rationale_the_row_shows(mode):
     recs = _records(10)
-    data, targets, stats = assemble(recs, _cfg(corrupt_frac=0.5, corrupt_mode=mode), FMT, 0)
+    data, targets, stats, _ = assemble(recs, _cfg(corrupt_frac=0.5, corrupt_mode=mode), FMT, 0)
     by_key = _targets_by_key(targets)
     n = stats["corrupted"]  # numbers: only the 10 arithmetic rationales have numbers
     assert stats["semantic_target"] == "seen" and n == (10 if mode == "numbers" else 15)
@@ -205,7 +207,7 @@ def test_seen_target_is_the_rationale_the_row_shows(mode):
 @pytest.mark.parametrize("mode", ["numbers", "swap", "shuffle"])
 def test_clean_target_keeps_the_clean_rationale(mode):
     recs = _records(10)
-    data, targets, stats = assemble(
+    data, targets, stats, _ = assemble(
         recs, _cfg(corrupt_frac=0.5, corrupt_mode=mode, semantic_target="clean"), FMT, 0)
     clean = {r["key"]: r["rationale"] for r in recs}
     by_key = _targets_by_key(targets)
@@ -221,7 +223,7 @@ def test_seen_targets_are_deterministic():
     recs = _records(10)
     cfg = _cfg(corrupt_frac=0.5, corrupt_mode="numbers")
     assert assemble(recs, cfg, FMT, 0) == assemble(recs, cfg, FMT, 0)
-    _, other, _ = assemble(recs, cfg, FMT, 1)
+    _, other, _, _ = assemble(recs, cfg, FMT, 1)
     assert other != assemble(recs, cfg, FMT, 0)[1]
 
 
@@ -253,3 +255,17 @@ def test_assemble_config_defaults():
     assert cfg.methods == list(METHODS) and cfg.corrupt_frac == 0.0 and cfg.max_per_task is None
     assert cfg.semantic_target == "seen"
     assert json.dumps(cfg.model_dump())  # logged by runtime.setup
+
+
+def test_adaptive_holdout_is_left_out_of_adaptive_only():
+    recs = _records(10)
+    data, _, stats, held = assemble(recs, _cfg(methods=["pst", "adaptive"]), FMT, 0, holdout_per_task=3)
+    held_ids = {h["id"] for h in held}
+    assert len(held) == 9 and stats["adaptive_holdout"] == 9
+    assert {h["task"] for h in held} == {"arith", "letters", "coin"}
+    assert not held_ids & {r["id"] for r in data["adaptive"]}
+    assert held_ids <= {r["id"] for r in data["pst"]}
+    assert len(data["adaptive"]) == 2 * (30 - 9)
+    assert set(held[0]) == {"id", "task", "question", "answer", "answer_type"}
+    _, _, _, again = assemble(list(reversed(recs)), _cfg(methods=["adaptive"]), FMT, 0, 3)
+    assert {h["id"] for h in again} == held_ids  # by id hash, not file order

@@ -102,7 +102,7 @@ def test_pst_rows_join_the_embedding_of_their_target_text(tmp_path, semantic_tar
     recs = [{"id": f"q{i}", "key": f"k{i}", "task": "arith", "question": f"{i} + 3?",
              "answer": str(i + 3), "rationale": f"{i} + 3 = {i + 3}."} for i in range(8)]
     cfg = AssembleConfig(methods=["pst"], corrupt_frac=0.5, semantic_target=semantic_target)
-    data, targets, _ = assemble(recs, cfg, FormatConfig(), seed=0)
+    data, targets, _, _ = assemble(recs, cfg, FormatConfig(), seed=0)
     enc = TextHashEncoder()
     vectors, keys = embed_rationales(targets, enc)
     assert keys == [t["key"] for t in targets] and len(enc.calls[0]) == len(set(enc.calls[0]))

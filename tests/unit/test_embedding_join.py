@@ -39,7 +39,7 @@ def write_embeddings(folder: Path, keys: list[str]) -> tuple[Path, Path]:
 
 def assembled_rows(recs: list[dict], mode: str = "numbers", frac: float = 0.0) -> list[dict]:
     cfg = AssembleConfig(methods=["pst", "step_by_step"], corrupt_frac=frac, corrupt_mode=mode)
-    data, _, _ = assemble(recs, cfg, FormatConfig(), 0)
+    data, _, _, _ = assemble(recs, cfg, FormatConfig(), 0)
     return data["pst"] + data["step_by_step"]
 
 

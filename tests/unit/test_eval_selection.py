@@ -118,3 +118,48 @@ def test_split_summary_keeps_only_compared_figures_as_metrics():
                        "generated_tokens_per_question": 5.123, "seconds_per_question": 0.1235}
     assert details["seed"] == 7 and details["finish_reasons"] == {"stop": 4}
     assert details["tasks"]["coin_flip"]["parse_failures_strict"] == 1 and "selection" in details
+
+
+# ------------------------------------------------------------------ think-first stop
+class CharTokenizer:
+    """A character-level tokenizer (id = code point, 0 = EOS and padding): enough to drive
+    the stopping rule and the decoder without a model."""
+
+    eos_token_id = pad_token_id = 0
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        return "".join(chr(i) for i in ids if i)
+
+
+def _ids(text: str) -> list[int]:
+    return [ord(c) for c in text]
+
+
+def test_answer_line_stop_ends_a_row_after_its_first_answer_line():
+    import torch
+
+    from pst_distill.evaluate import AnswerLineStop, answer_line_end
+
+    assert answer_line_end("Reasoning: 2+2=4.\nAnswer: 4\nAnswer: 5", "Answer:") == 28
+    assert answer_line_end("Reasoning: 2+2=4.\nAnswer: 4", "Answer:") is None  # line not ended
+    assert answer_line_end("Reasoning: no answer\n", "Answer:") is None
+    prompt = _ids("Q?")
+    rows = [prompt + _ids("R: x\nAnswer: 4\n"), prompt + _ids("R: x\nAnswer: 4"),
+            prompt + _ids("R: x\nmore\n")]
+    width = max(map(len, rows))
+    batch = torch.tensor([r + [0] * (width - len(r)) for r in rows])
+    stop = AnswerLineStop(CharTokenizer(), "Answer:", len(prompt))
+    assert stop(batch, None).tolist() == [True, False, False]
+
+
+def test_a_stopped_think_first_row_is_cut_after_its_answer_line():
+    from pst_distill.evaluate import _finish
+
+    tok = CharTokenizer()
+    row = _ids("R: 2+2=4.\nAnswer: 4\n") + [0, 0]  # stopped, then padded by generate
+    res = _finish(row, tok, [], "Answer:")
+    assert res == {"text": "R: 2+2=4.\nAnswer: 4", "generated_tokens": len(_ids("R: 2+2=4.\nAnswer: 4\n")),
+                   "finish_reason": "stop"}
+    ended = _finish(_ids("R: 4.\nAnswer: 4") + [0], tok, [], "Answer:")  # the model's own EOS
+    assert ended["finish_reason"] == "eos" and ended["generated_tokens"] == len("R: 4.\nAnswer: 4") + 1
+    assert _finish(_ids("R: 4.\nAnswer: 4\n") + [0], tok, [])["finish_reason"] == "eos"  # rule off

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pst_distill.config import FormatConfig
-from pst_distill.formats import METHODS, inference_prompt, stop_strings, training_sequences
+from pst_distill.formats import (METHODS, control_tokens, inference_prompt, stop_strings,
+                                 training_sequences)
 
 FMT = FormatConfig()
 Q = "Rosa has 45 stickers. Rosa gets 8 more. How many stickers does Rosa have now?"
@@ -20,6 +21,10 @@ EXPECTED = {
     "pst": [[("prompt", Q), ("answer", "Answer: 53\n"), ("sem", "[SEM]"), ("rationale", RS)]],
     "step_by_step": [[("prompt", "predict: " + Q), ("answer", "Answer: 53")],
                      [("prompt", "explain: " + Q), ("rationale", RS)]],
+    "adaptive": [[("prompt", Q), ("control", "[FAST]"), ("answer", "Answer: 53\n"), ("sem", "[SEM]"),
+                  ("rationale", RS)],
+                 [("prompt", Q), ("control", "[THINK]"), ("think_rationale", RS + "\n"),
+                  ("think_answer", "Answer: 53")]],
 }
 
 # what the student is trained to generate after the prompt, as one string
@@ -29,6 +34,7 @@ COMPLETIONS = {
     "post_thinking": ["Answer: 53\n" + RS],
     "pst": ["Answer: 53\n[SEM]" + RS],
     "step_by_step": ["Answer: 53", RS],
+    "adaptive": ["[FAST]Answer: 53\n[SEM]" + RS, "[THINK]" + RS + "\nAnswer: 53"],
 }
 
 
@@ -65,3 +71,12 @@ def test_custom_delimiters():
 def test_unknown_method():
     with pytest.raises(ValueError, match="unknown method 'cot'"):
         training_sequences("cot", Q, A, R, FMT)
+
+
+def test_soft_prompt_controls_are_k_tokens_per_mode():
+    fmt = FormatConfig(mode_control={"kind": "soft_prompt", "k": 3})
+    fast, think = training_sequences("adaptive", Q, A, R, fmt)
+    assert fast[1].text == "[FAST_1][FAST_2][FAST_3]" and think[1].text == "[THINK_1][THINK_2][THINK_3]"
+    assert control_tokens("fast", FMT) == ["[FAST]"]
+    with pytest.raises(ValueError, match="unknown mode 'slow'"):
+        control_tokens("slow", FMT)

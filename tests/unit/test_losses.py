@@ -140,7 +140,7 @@ def test_supervised_sem_token_has_its_own_ce_sum_and_weight():
     logits, labels, parts = batch(4)
     parts[0, 6] = losses.SEM  # a labelled [SEM] between answer and rationale
     sums = losses.part_ce_sums(logits, labels, parts)
-    assert sums.shape == (3,) and sums[2] > 0
+    assert sums.shape == (4,) and sums[2] > 0 and sums[3] == 0
     den = losses.count_parts(labels, parts)
     assert den.n_sem_token == 1
     ce = F.cross_entropy(logits[0, 5], labels[0, 6])  # position 5 predicts the [SEM] token
@@ -177,3 +177,23 @@ def test_flat_pooling_separates_examples_packed_in_one_row():
     assert torch.allclose(mean, torch.stack([hidden[2:4].mean(0), hidden[5:7].mean(0)]))
     sem = losses.pool_flat(hidden, "sem_token", torch.tensor([1, 4]), parts, seq_index, 2)
     assert torch.equal(sem, hidden[[1, 4]])
+
+
+def test_think_part_is_its_own_plain_ce_and_absent_elsewhere():
+    logits, labels, parts = batch(4)
+    base_sums, base_den = losses.part_ce_sums(logits, labels, parts), losses.count_parts(labels, parts)
+    w = LossWeights(1.0, 0.1, 0.0, w_think=0.7)
+    base_loss, base_parts = losses.combine(base_sums, 0.0, base_den, w)
+    assert base_den.n_think == 0 and base_parts["ce_think"] == 0
+    # without think tokens the loss is exactly the one without the term
+    assert torch.equal(base_loss, losses.combine(base_sums, 0.0, base_den, LossWeights(1.0, 0.1, 0.0))[0])
+    think = parts.clone()
+    think[1][parts[1] != losses.NO_LOSS] = losses.THINK  # row 1 becomes a think-first sequence
+    sums, den = losses.part_ce_sums(logits, labels, think), losses.count_parts(labels, think)
+    ce = losses.token_cross_entropy(logits, labels)
+    mask = (labels[:, 1:] != losses.IGNORE) & (think[:, 1:] == losses.THINK)
+    assert den.n_think == float(mask.sum()) > 0
+    assert torch.allclose(sums[3], (ce * mask).sum())
+    loss, out = losses.combine(sums, 0.0, den, w)
+    want = sums[0] / den.n_answer + 0.1 * sums[1] / den.n_rationale + 0.7 * sums[3] / den.n_think
+    assert torch.allclose(loss, want) and torch.allclose(out["ce_think"], sums[3] / den.n_think)

@@ -53,7 +53,8 @@ def exp_show(*exps) -> list[dict]:
 # ------------------------------------------------------------------ overrides
 def test_overrides_keep_only_the_compared_methods():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    assert sweep_overrides(params) == ["~train.methods.answer_only", "~train.methods.step_by_step"]
+    assert sweep_overrides(params) == ["~train.methods.answer_only", "~train.methods.step_by_step",
+                                       "~train.methods.adaptive"]
     assert sweep_overrides(params, list(params["train"]["methods"])) == []
 
 
@@ -171,5 +172,6 @@ def test_main_prints_the_overrides(tmp_path, capsys):
     assert main(["overrides", "--params", str(params), "--fractions", "0,0.5"]) == 0
     assert capsys.readouterr().out.split() == ["assemble.corrupt_frac=0,0.5",
                                                "~train.methods.answer_only",
-                                               "~train.methods.step_by_step"]
+                                               "~train.methods.step_by_step",
+                                               "~train.methods.adaptive"]
     assert main(["overrides", "--params", str(params), "--methods", "pst,cot"]) == 2

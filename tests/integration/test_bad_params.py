@@ -68,6 +68,10 @@ CASES = [
     ("prepare_data", {"common.format.sem_token": "Answer:"}, "sem_token"),
     ("prepare_data", {"common.format.rationale_prefix": "Answer: because"}, "rationale_prefix"),
     ("prepare_data", {"techer": {"n": 1}}, "unknown section(s) techer"),
+    ("prepare_data", {"common.format.mode_control.kind": "prefix"}, "common.format.mode_control.kind"),
+    ("assemble_dataset", {"adaptive.holdout_per_task": 1}, "adaptive.holdout_per_task"),
+    ("evaluate_student", {"adaptive.confidence.sweep": [0.5, 1.5]}, "adaptive.confidence.sweep"),
+    ("evaluate_student", {"adaptive.perception.threshold": 1.0}, "adaptive.perception.threshold"),
     # every stage refuses a bad file, not only the stage that reads the bad section
     ("prepare_data", {"train.methods.post_thinking.loss.w_sem": 0.5},
      "train.methods.post_thinking.loss.w_sem"),

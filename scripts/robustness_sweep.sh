@@ -48,7 +48,9 @@ done
 report() {  # $1: the sweep's name prefix
   local show
   show=$(mktemp "${TMPDIR:-/tmp}/exp_show.XXXXXX.json")
-  dvc exp show --json > "$show"
+  # every baseline (-A): the sweep's experiments stay under the commit they were queued on,
+  # which is not HEAD any more once something was committed while they ran
+  dvc exp show --json -A > "$show"
   "$PY" -m pst_distill.sweep report --exp-show "$show" --prefix "$1" \
       --out "$OUT_DIR/robustness.md" --plot "$OUT_DIR/robustness.png"
   rm -f "$show"

@@ -54,10 +54,6 @@ class Outputs:
 
 
 # ------------------------------------------------------------------ loading
-def _method_key(method: str) -> tuple:
-    return rt.method_order(method)
-
-
 def _seed_key(seed) -> tuple:
     return (0, seed, "") if isinstance(seed, int) else (1, 0, str(seed))  # 2 before 10
 
@@ -82,7 +78,7 @@ def find_runs(folder, suffix: str) -> Runs:
             continue
         found[run[0]][run[1]] = path
     return {m: dict(sorted(found[m].items(), key=lambda kv: _seed_key(kv[0])))
-            for m in sorted(found, key=_method_key)}
+            for m in sorted(found, key=rt.method_order)}
 
 
 def _float(value) -> float | None:
@@ -371,7 +367,7 @@ def load_predictions(folder) -> tuple[Runs, list[str]]:
         for seed, path in by_seed.items():
             for name, rows in regroup(method, read_jsonl(path)).items():
                 found[name][seed] = rows
-    return common_seeds({m: found[m] for m in sorted(found, key=_method_key)})
+    return common_seeds({m: found[m] for m in sorted(found, key=rt.method_order)})
 
 
 def build_report(inputs: Inputs, outputs: Outputs, cfg) -> dict:

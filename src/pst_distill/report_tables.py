@@ -19,9 +19,11 @@ from pst_distill.stats import (Interval, PairedDiff, TaskArrays, accuracy_interv
 
 FOCUS = ("pst", "post_thinking")
 AGAINST = ("answer_only", "pre_thinking", "step_by_step", "post_thinking", "pst")
-# the adaptive student's routers (methods "adaptive:<router>", see pst_distill.frontier), in
-# report order; the two that choose per question are compared with the fixed-order baselines
+# the adaptive student's routers (methods "adaptive:<router>", pst_distill.routing), in
+# report order
 ROUTERS = ("always_fast", "always_think", "confidence", "perception")
+# the adaptive routers that choose per question (methods "adaptive:<router>", see
+# pst_distill.frontier), compared with the fixed-order baselines
 EXTRA_PAIRS = (("adaptive:confidence", "pre_thinking"), ("adaptive:confidence", "answer_only"),
                ("adaptive:perception", "pre_thinking"), ("adaptive:perception", "answer_only"))
 OVERALL = "overall"

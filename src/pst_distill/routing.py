@@ -38,7 +38,6 @@ from pst_distill.formats import control_tokens, mode_control
 
 log = logging.getLogger(__name__)
 
-ROUTERS = ("always_fast", "always_think", "confidence", "perception")
 ORACLE = "oracle"
 CORRECT = "correct_flexible"
 

@@ -63,7 +63,7 @@ def main():
             tps, per_step, used = bench_train("post_thinking", items, ft, bf16 == "1", args.steps, args.batch, tmp)
             table.append(f"train post_thinking {ft:4s} bf16={bf16} (used: {used}): {tps:7.0f} tok/s "
                          f"({per_step:.0f} tokens/step)")
-        # untrained students (the LoRA folder from above, merged): generation cost only
+        # the student trained last above, barely trained: generation cost only
         model_dir = Path(tmp) / "post_thinking"
         if args.eval:
             for method in ("post_thinking", "pre_thinking"):

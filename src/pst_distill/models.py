@@ -19,7 +19,7 @@ from pathlib import Path
 from pst_distill.model_ids import PACKAGED
 
 log = logging.getLogger(__name__)
-
+BASE_REF = "base_model.json"  # in a LoRA student's folder: the base its adapter loads onto
 
 
 def cache_root() -> Path:
@@ -116,10 +116,14 @@ def load_causal_lm(
 
     Without ``tokenizer``, the model's own is loaded with left padding (batched
     generation). A given one (the student's, with [SEM] added) is kept as it is, and the
-    embedding matrix grows to its size before the model moves to its device.
+    embedding matrix grows to its size before the model moves to its device. A LoRA
+    student's folder (adapter + ``base_model.json``) loads as its base with the adapter
+    merged in.
     """
     from transformers import AutoModelForCausalLM
 
+    if (Path(model_id) / BASE_REF).is_file():
+        return load_adapter_student(Path(model_id), device, dtype, tokenizer)
     device = pick_device(device)
     if tokenizer is None:
         tokenizer = load_tokenizer(model_id, revision, trust_remote_code)
@@ -131,6 +135,24 @@ def load_causal_lm(
         model.resize_token_embeddings(len(tokenizer))  # new rows start at the mean embedding
     model.to(device).eval()
     return model, tokenizer
+
+
+def load_adapter_student(folder: Path, device: str = "auto", dtype: str = "auto", tokenizer=None):
+    """A LoRA student: its base (named in ``base_model.json``, grown to the student's
+    tokenizer), the adapter of ``folder`` loaded onto it and merged, so generation runs
+    at the speed of a plain model."""
+    import json
+
+    from peft import PeftModel
+
+    base = json.loads((folder / BASE_REF).read_text())
+    if tokenizer is None:
+        tokenizer = load_tokenizer(str(folder))
+        tokenizer.padding_side = "left"
+    model, tokenizer = load_causal_lm(base["model"], base.get("revision"), device, dtype,
+                                      bool(base.get("trust_remote_code")), tokenizer=tokenizer)
+    model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+    return model.eval(), tokenizer
 
 
 def decode_completion(ids, tokenizer, stops=(), skip_special_tokens: bool = True

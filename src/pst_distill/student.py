@@ -1,16 +1,17 @@
 """The student model: load it for training (full or LoRA), save and reload checkpoints.
 
-A checkpoint folder holds a plain transformers model (safetensors) and its tokenizer
-(with [SEM]), ``semantic_head.safetensors`` + ``semantic_head.json`` when the run had a
-semantic loss, and ``train_state.json``. LoRA runs are saved *merged* (adapters folded
-into a copy of the weights): every checkpoint then loads the same way, with no peft and
-no base model needed at evaluation time. Folders are written beside the target and moved
+A checkpoint folder holds the tokenizer (with [SEM] and any mode controls),
+``semantic_head.safetensors`` + ``semantic_head.json`` when the run had a semantic loss,
+``train_state.json``, and the weights: a plain transformers model (safetensors) for a full
+finetune; for LoRA only the adapter (peft's ``adapter_model.safetensors``, with the trained
+rows of the added tokens) plus ``base_model.json`` naming the base, a few MB instead of a
+copy of the base model per run. :func:`pst_distill.models.load_causal_lm` loads either
+kind (an adapter onto its base, merged). Folders are written beside the target and moved
 into place, so a crash leaves the previous checkpoint whole.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import shutil
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from pst_distill.data import add_sem_token, add_special
 from pst_distill.io import write_json
-from pst_distill.models import load_causal_lm, load_tokenizer
+from pst_distill.models import BASE_REF, load_causal_lm, load_tokenizer
 
 log = logging.getLogger(__name__)
 HEAD_WEIGHTS, HEAD_CONFIG, STATE = "semantic_head.safetensors", "semantic_head.json", "train_state.json"
@@ -71,13 +72,6 @@ def wrap_lora(model, opts, token_ids: list[int]):
     return model
 
 
-def plain_model(model):
-    """A transformers model to save: a merged copy for peft models, else the model itself."""
-    if hasattr(model, "merge_and_unload"):
-        return copy.deepcopy(model).merge_and_unload()
-    return model
-
-
 def replace_dir(tmp: Path, target: Path) -> None:
     """Move folder ``tmp`` onto ``target``; the old one is removed only once the new is in place."""
     old = None
@@ -91,18 +85,26 @@ def replace_dir(tmp: Path, target: Path) -> None:
 
 
 def save_checkpoint(model, tokenizer, head, out_dir: str | os.PathLike, state: dict,
-                    full_state: dict | None = None) -> None:
+                    full_state: dict | None = None, base: dict | None = None) -> None:
     """Write the student (+ head) to ``out_dir`` atomically. ``full_state``: the gathered
     state dict of a sharded (FSDP) PSTModel (keys ``student.*``, ``head.*``), used in place
-    of the model's own (sharded) tensors."""
+    of the model's own (sharded) tensors. ``base``: ``{model, revision,
+    trust_remote_code}`` of the base a peft model's adapter is loaded onto."""
     from safetensors.torch import save_file
 
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
-        if full_state is None:
-            plain_model(model).save_pretrained(tmp)
+        if full_state is None and hasattr(model, "peft_config"):
+            if base is None:
+                raise ValueError("a LoRA checkpoint needs its base model (base=...)")
+            # the added tokens' rows are in the adapter (trainable_token_indices)
+            model.save_pretrained(tmp, save_embedding_layers=False)
+            write_json(tmp / BASE_REF, base)
+            head_state = None if head is None else head.state_dict()
+        elif full_state is None:
+            model.save_pretrained(tmp)
             head_state = None if head is None else head.state_dict()
         else:  # FSDP runs are full finetunes (config.py): no adapters to merge
             model.save_pretrained(tmp, state_dict=_sub_state(full_state, "student."))

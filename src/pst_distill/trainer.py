@@ -348,7 +348,7 @@ def load_resume_state(accelerator, parts: tuple, folder: Path | None) -> RunStat
     return run
 
 
-def save_outputs(accelerator, model, tok, out_dir, state: dict) -> None:
+def save_outputs(accelerator, model, tok, out_dir, state: dict, settings) -> None:
     """The model checkpoint of the outs, written by the main process only."""
     pst = accelerator.unwrap_model(model)
     if accelerator.distributed_type.name == "FSDP":  # gather the full weights on every rank
@@ -356,13 +356,15 @@ def save_outputs(accelerator, model, tok, out_dir, state: dict) -> None:
         if accelerator.is_main_process:
             save_checkpoint(pst.student, tok, pst.head, out_dir, state, full_state=full)
     elif accelerator.is_main_process:
-        save_checkpoint(pst.student, tok, pst.head, out_dir, state)
+        base = {"model": settings.model, "revision": settings.revision,
+                "trust_remote_code": settings.trust_remote_code}
+        save_checkpoint(pst.student, tok, pst.head, out_dir, state, base=base)
     accelerator.wait_for_everyone()
 
 
 def _state(run: RunState, method: str, settings, loss: float | None) -> dict:
     return {"method": method, "step": run.step, "loss": loss, "base_model": settings.model,
-            "finetune": settings.finetune, "merged_lora": settings.finetune == "lora"}
+            "finetune": settings.finetune, "lora_adapter": settings.finetune == "lora"}
 
 
 def sample_rows(rows: list[dict], settings, seed: int) -> list[dict]:
@@ -469,7 +471,7 @@ def _loop(accelerator, parts, tok, batches, settings, steps: int, run: RunState,
             bar.update()
             if run.step % settings.save_every == 0 or run.step == steps:
                 save_outputs(accelerator, model, tok, out_dir,
-                             _state(run, method, settings, logged["loss"]))
+                             _state(run, method, settings, logged["loss"]), settings)
                 run.last_saved = run.step
                 if accelerator.is_main_process:
                     write_curve(curve_path, run.curve)

@@ -139,7 +139,10 @@ def test_training_ran_the_configured_steps(repo, method):
         assert m["final_loss"] == pytest.approx(rows[-1]["loss"], rel=1e-4)
         assert rows[-1]["tokens"] == m["tokens"] > 0
         model = repo / layout(repo)["models"] / run
-        assert (model / "config.json").exists()
+        # a LoRA student is its adapter + the base's name, not a copy of the base model
+        assert (model / "adapter_model.safetensors").exists() and (model / "base_model.json").exists()
+        size = sum(f.stat().st_size for f in model.rglob("*") if f.is_file())
+        assert size < 30e6, f"{run}: {size / 1e6:.0f} MB"
         if method in ("pst", "adaptive"):  # the semantic loss is on, and only for these
             assert (model / "semantic_head.safetensors").exists()
             assert m["loss_weights"]["w_sem"] == cfg["sem"]["weight"] > 0

@@ -26,9 +26,18 @@ STAGE = "train_student@pst-1"
 
 
 def weights(folder: Path) -> dict:
-    out = {}
-    for name in ("model.safetensors", "semantic_head.safetensors"):
-        out.update({f"{name}:{k}": v for k, v in load_file(folder / name).items()})
+    """The student's weights (a LoRA run's merged into its base: the model is what must
+    agree; the factors A and B of a 2-process run differ from a 1-process run's by more
+    than their product does) and the semantic head's."""
+    from pst_distill.models import load_causal_lm
+
+    if (folder / "model.safetensors").exists():
+        out = {f"model:{k}": v for k, v in load_file(folder / "model.safetensors").items()}
+    else:
+        model, _ = load_causal_lm(str(folder), device="cpu", dtype="float32")
+        out = {f"model:{k}": v for k, v in model.state_dict().items()}
+    if (folder / "semantic_head.safetensors").exists():
+        out.update({f"head:{k}": v for k, v in load_file(folder / "semantic_head.safetensors").items()})
     return out
 
 

@@ -46,10 +46,9 @@ def run(tmp_path, model_dir, data, method="pst", **over):
 
 
 def reload(out):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from pst_distill.models import load_causal_lm
 
-    return (AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32),
-            AutoTokenizer.from_pretrained(out))
+    return load_causal_lm(str(out), device="cpu", dtype="float32")
 
 
 @pytest.mark.parametrize("finetune", ["full", "lora"])
@@ -58,9 +57,14 @@ def test_train_writes_checkpoint_that_reloads_to_identical_logits(tmp_path, mode
     res, out, curve = run(tmp_path, model_dir, data, finetune=finetune, lora={"r": 4})
     assert res.metrics["steps"] == 3 and res.metrics["tokens"] > 0
     assert res.metrics["loss_weights"]["w_rationale"] == 0.1
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "semantic_head.safetensors",
+    weights = {"full": ("config.json", "model.safetensors"),
+               "lora": ("adapter_config.json", "adapter_model.safetensors", "base_model.json")}
+    for name in (*weights[finetune], "tokenizer.json", "semantic_head.safetensors",
                  "semantic_head.json", "train_state.json"):
         assert (out / name).exists(), name
+    # a LoRA checkpoint is the adapter alone, not a copy of the base weights
+    other = weights["full" if finetune == "lora" else "lora"]
+    assert not any((out / name).exists() for name in other[1:]), sorted(p.name for p in out.iterdir())
     assert read_json(out / "train_state.json")["step"] == 3
     lines = curve.read_text().splitlines()
     assert lines[0].split("\t")[:2] == ["step", "loss"] and len(lines) == 4

@@ -123,7 +123,7 @@ def load_causal_lm(
     from transformers import AutoModelForCausalLM
 
     if (Path(model_id) / BASE_REF).is_file():
-        return load_adapter_student(Path(model_id), device, dtype, tokenizer)
+        return load_adapter_student(Path(model_id), device, dtype, tokenizer, trust_remote_code)
     device = pick_device(device)
     if tokenizer is None:
         tokenizer = load_tokenizer(model_id, revision, trust_remote_code)
@@ -137,20 +137,25 @@ def load_causal_lm(
     return model, tokenizer
 
 
-def load_adapter_student(folder: Path, device: str = "auto", dtype: str = "auto", tokenizer=None):
+def load_adapter_student(folder: Path, device: str = "auto", dtype: str = "auto", tokenizer=None,
+                         trust_remote_code: bool = False):
     """A LoRA student: its base (named in ``base_model.json``, grown to the student's
     tokenizer), the adapter of ``folder`` loaded onto it and merged, so generation runs
-    at the speed of a plain model."""
+    at the speed of a plain model. A base that was trained with remote code needs the
+    caller's ``trust_remote_code``: a file in an artifact does not grant it."""
     import json
 
     from peft import PeftModel
 
     base = json.loads((folder / BASE_REF).read_text())
+    if base.get("trust_remote_code") and not trust_remote_code:
+        raise ValueError(f"{folder}: its base {base['model']!r} runs remote code "
+                         "(trained with trust_remote_code: true); load it with trust_remote_code=True")
     if tokenizer is None:
         tokenizer = load_tokenizer(str(folder))
         tokenizer.padding_side = "left"
     model, tokenizer = load_causal_lm(base["model"], base.get("revision"), device, dtype,
-                                      bool(base.get("trust_remote_code")), tokenizer=tokenizer)
+                                      trust_remote_code, tokenizer=tokenizer)
     model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
     return model.eval(), tokenizer
 

@@ -92,6 +92,16 @@ def sem_vector(model, tok, head, text="Answer: ab\n[SEM] Reasoning: x"):
         return head.eval()(base.get_decoder()(input_ids=ids).last_hidden_state[0, pos])
 
 
+def test_a_lora_student_whose_base_runs_remote_code_needs_the_callers_consent(tmp_path):
+    """base_model.json comes with the artifact (a DVC remote): it cannot grant
+    trust_remote_code; the load stops before anything is fetched or run."""
+    from pst_distill.models import BASE_REF, load_causal_lm
+
+    (tmp_path / BASE_REF).write_text('{"model": "org/custom", "revision": null, "trust_remote_code": true}')
+    with pytest.raises(ValueError, match="org/custom.*trust_remote_code=True"):
+        load_causal_lm(str(tmp_path), device="cpu", dtype="float32")
+
+
 def test_lora_trains_the_sem_embedding_row(tmp_path, model_dir, data):
     s = settings(model_dir, "pst", finetune="lora", lora={"r": 4})
     torch.manual_seed(0)  # as train() does before loading: same resize init of the new row

@@ -4,7 +4,7 @@ A checkpoint folder holds the tokenizer (with [SEM] and any mode controls),
 ``semantic_head.safetensors`` + ``semantic_head.json`` when the run had a semantic loss,
 ``train_state.json``, and the weights: a plain transformers model (safetensors) for a full
 finetune; for LoRA only the adapter (peft's ``adapter_model.safetensors``, with the trained
-rows of the added tokens) plus ``base_model.json`` naming the base, a few MB instead of a
+rows of the added tokens) plus ``base_model.json`` naming the base, ~20 MB instead of a
 copy of the base model per run. :func:`pst_distill.models.load_causal_lm` loads either
 kind (an adapter onto its base, merged). Folders are written beside the target and moved
 into place, so a crash leaves the previous checkpoint whole.

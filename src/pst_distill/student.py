@@ -96,15 +96,15 @@ def save_checkpoint(model, tokenizer, head, out_dir: str | os.PathLike, state: d
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
-        if full_state is None and hasattr(model, "peft_config"):
-            if base is None:
-                raise ValueError("a LoRA checkpoint needs its base model (base=...)")
-            # the added tokens' rows are in the adapter (trainable_token_indices)
-            model.save_pretrained(tmp, save_embedding_layers=False)
-            write_json(tmp / BASE_REF, base)
-            head_state = None if head is None else head.state_dict()
-        elif full_state is None:
-            model.save_pretrained(tmp)
+        if full_state is None:
+            if hasattr(model, "peft_config"):
+                if base is None:
+                    raise ValueError("a LoRA checkpoint needs its base model (base=...)")
+                # the added tokens' rows are in the adapter (trainable_token_indices)
+                model.save_pretrained(tmp, save_embedding_layers=False)
+                write_json(tmp / BASE_REF, base)
+            else:
+                model.save_pretrained(tmp)
             head_state = None if head is None else head.state_dict()
         else:  # FSDP runs are full finetunes (config.py): no adapters to merge
             model.save_pretrained(tmp, state_dict=_sub_state(full_state, "student."))

@@ -55,5 +55,6 @@ def main() -> None:
                  m["accuracy_flexible"], m["accuracy_strict"], m["n"],
                  m["generated_tokens_per_question"], m["seconds_per_question"])
 
+
 if __name__ == "__main__":
     cli(main)

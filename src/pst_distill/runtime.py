@@ -10,7 +10,7 @@ import random
 import subprocess
 import sys
 
-PACKAGES = ("pst-distill", "torch", "transformers", "sentence-transformers", "peft", "dvc", "vllm")
+PACKAGES = ("pst-distill", "torch", "transformers", "sentence-transformers", "peft", "dvc")
 
 
 def setup(stage: str, common, section) -> logging.Logger:
@@ -67,6 +67,7 @@ USER_ERRORS = (
     ("pst_distill.model_ids", "ModelIdError"),
     ("pst_distill.embed", "EmbeddingMismatchError"),    # stale or misaligned embeddings
     ("builtins", "FileNotFoundError"),                  # an input path that does not exist
+    ("pst_distill.teacher.vllm_backend", "PromptTooLong"),  # teacher.vllm.max_model_len
 )
 # The run could not go on for a reason outside the code (a teacher server down past its
 # outage budget, …): one line too, exit 1.

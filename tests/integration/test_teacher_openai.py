@@ -1,6 +1,15 @@
-"""The OpenAI-compatible backend against a real server (tests/support/serve.py + SmolLM2)
-on loopback: HTTP contract, API key handling, 429s, and a server killed mid-run. The
-third-party server (llama.cpp's) is tested in test_teacher_llamacpp.py."""
+"""The openai backend against vLLM's own OpenAI-compatible server (what teams deploy as
+``vllm serve``; here its module entry point, in the vLLM environment of PST_VLLM_PYTHON)
+serving the packaged SmolLM2 on loopback, with an API key:
+
+* a refused key and a model the server does not serve fail at start-up, naming the setting;
+* a first run, then a rerun that comes wholly from the cache (the server serves nothing);
+* the server killed (SIGKILL) mid-run and back 10 s later: the run completes within the
+  default ``outage_budget_s`` and equals an uninterrupted run;
+* the server gone for good: the stage ends with one ``error:`` line (exit 1), the finished
+  generations stay in the cache, and a rerun once the server is back generates only the rest;
+* the key is never written to a file or a log.
+"""
 
 from __future__ import annotations
 
@@ -16,18 +25,22 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from pst_distill.config import TeacherConfig
+from pst_distill.io import write_jsonl
+from pst_distill.models import resolve_model
 from pst_distill.teacher import generate_rationales
-from pst_distill.teacher.cache import GenerationCache
 from pst_distill.teacher.base import TeacherUnavailable
+from pst_distill.teacher.cache import GenerationCache
 from pst_distill.teacher.openai_backend import OpenAIBackend
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = "smollm2-135m-instruct"
 SECRET = "s3cr3t-test-key-do-not-log"
 KEY_ENV = "PST_TEST_TEACHER_KEY"
-SERVE = Path(__file__).resolve().parents[1] / "support" / "serve.py"
+SEED, N_ITEMS, MAX_NEW_TOKENS = 3, 6, 24
 
 
 def free_port() -> int:
@@ -36,80 +49,108 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Server:
-    """``tests/support/serve.py`` as a subprocess on a fixed loopback port."""
+class VllmServer:
+    """``python -m vllm.entrypoints.openai.api_server`` on one loopback port, restartable.
+    The key reaches it through its environment (VLLM_API_KEY), not its command line."""
 
-    def __init__(self, log_path):
+    def __init__(self, python: str, log_path: Path):
+        self.python, self.log_path = python, log_path
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.log_path = log_path
         self.proc = None
 
-    def start(self) -> None:
-        cmd = [sys.executable, str(SERVE), "--model", MODEL, "--port",
-               str(self.port), "--api-key-env", KEY_ENV, "--max-queue", "2"]
-        env = {**os.environ, KEY_ENV: SECRET, "OMP_NUM_THREADS": "1"}
+    def start(self, timeout_s: float = 180.0) -> None:
+        cmd = [self.python, "-m", "vllm.entrypoints.openai.api_server",
+               "--model", resolve_model(MODEL), "--served-model-name", MODEL,
+               "--host", "127.0.0.1", "--port", str(self.port), "--enforce-eager",
+               "--max-model-len", "1024", "--dtype", "float32"]
+        env = {**os.environ, "VLLM_API_KEY": SECRET, "VLLM_CPU_KVCACHE_SPACE": "1",
+               "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}  # one process: SIGKILL takes it all
         with open(self.log_path, "a") as log:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=log,
-                                         text=True)
-        line = self.proc.stdout.readline()  # printed once the model is loaded
-        assert line.startswith("serving"), f"server did not start: {self.log_path.read_text()}"
+            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"the vLLM server exited: {self.log_tail()}"
+            try:
+                if requests.get(f"{self.url}/models", timeout=2,
+                                headers={"Authorization": f"Bearer {SECRET}"}).ok:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"the vLLM server did not answer in {timeout_s} s: {self.log_tail()}")
+
+    def served(self) -> float:
+        """Requests the server has finished (its Prometheus counter)."""
+        text = requests.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
+        return sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
+                   if ln.startswith("vllm:request_success_total{"))
 
     def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
 
-    def health(self) -> dict:
-        return requests.get(f"http://127.0.0.1:{self.port}/health", timeout=5).json()
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text()[-3000:]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("serve") / "server.log")
+    python = os.environ.get("PST_VLLM_PYTHON")
+    if not python:
+        pytest.skip("PST_VLLM_PYTHON is not set: `make test` builds .venv-vllm and sets it")
+    srv = VllmServer(python, tmp_path_factory.mktemp("vllm-server") / "server.log")
     srv.start()
     yield srv
-    srv.proc.terminate()
-    srv.proc.wait(timeout=30)
+    srv.stop()
+    assert SECRET not in srv.log_path.read_text()
 
 
-def chat(server, key=SECRET, **body):
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "Count: 1, 2, 3,"}], **body}
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return requests.post(f"{server.url}/chat/completions", json=body, headers=headers,
-                         timeout=120)
+@pytest.fixture
+def running(server, monkeypatch):
+    """The server, up (a test before may have left it down), and the key in the env."""
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    if server.proc.poll() is not None:
+        server.start()
+    return server
 
 
 def teacher_cfg(server, **openai) -> TeacherConfig:
-    opts = {"base_url": server.url, "api_key_env": KEY_ENV, "max_concurrency": 4,
-            "outage_budget_s": 90.0, "backoff_s": 0.3, "max_backoff_s": 3.0, "timeout_s": 120.0}
-    return TeacherConfig(backend="openai", model=MODEL, max_new_tokens=12,
-                         openai={**opts, **openai})
+    opts = {"base_url": server.url, "api_key_env": KEY_ENV, "max_concurrency": 2, **openai}
+    return TeacherConfig(backend="openai", model=MODEL, max_new_tokens=MAX_NEW_TOKENS,
+                         openai=opts)
 
 
-def test_http_contract(server):
-    assert chat(server, key=None, max_tokens=2).status_code == 401
-    assert chat(server, model="nope", max_tokens=2).status_code == 404
-    assert chat(server, n=0).status_code == 400
+@pytest.fixture(scope="module")
+def reference(server, tmp_path_factory):
+    """An uninterrupted first run and its cache: what every interrupted run must end with."""
+    from pst_distill.config import TaskSpec
+    from pst_distill.tasks import build_task
 
-    sampled = [chat(server, n=2, temperature=0.9, top_p=0.95, seed=5, max_tokens=6).json()
-               for _ in range(2)]
-    assert sampled[0]["choices"] == sampled[1]["choices"]  # same seed, same samples
-    data = sampled[0]
-    assert [c["index"] for c in data["choices"]] == [0, 1]
-    usage = data["usage"]
-    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
-    assert 0 < usage["completion_tokens"] <= 12 and usage["prompt_tokens"] > 5
+    items = build_task(TaskSpec(name="multistep_arithmetic", n=N_ITEMS,
+                                options={"steps": 2, "max_value": 20}), 0)
+    os.environ[KEY_ENV] = SECRET
+    try:
+        cache = tmp_path_factory.mktemp("reference-cache")
+        _, gens, stats = generate_rationales(items, teacher_cfg(server), "Answer:", SEED,
+                                             cache_dir=str(cache))
+    finally:
+        del os.environ[KEY_ENV]
+    assert stats["cache"]["written"] == N_ITEMS
+    return items, gens, cache
 
-    short = chat(server, temperature=0, max_tokens=3).json()
-    assert short["choices"][0]["finish_reason"] == "length"
-    assert short["usage"]["completion_tokens"] == 3
 
-    text = chat(server, temperature=0, max_tokens=8).json()["choices"][0]["message"]["content"]
-    stop = text.strip()[3:6]
-    assert stop.strip(), text
-    cut = chat(server, temperature=0, max_tokens=8, stop=[stop]).json()["choices"][0]
-    assert cut["finish_reason"] == "stop"
-    assert cut["message"]["content"] == text[: text.index(stop)]
+def comparable(gens: list[dict]) -> str:
+    return json.dumps(gens, sort_keys=True)
 
 
 def test_unreachable_server_fails_fast_naming_the_url():
@@ -122,53 +163,104 @@ def test_unreachable_server_fails_fast_naming_the_url():
     assert time.perf_counter() - start < 10
 
 
-def test_wrong_key_and_unknown_model_are_clear(server, monkeypatch):
+def test_refused_key_and_unserved_model_are_clear(running, monkeypatch):
     monkeypatch.setenv(KEY_ENV, "wrong")
     with pytest.raises(TeacherUnavailable, match=f"set the API key in env var {KEY_ENV}"):
-        OpenAIBackend(teacher_cfg(server), "Answer:").check()
+        OpenAIBackend(teacher_cfg(running), "Answer:").check()
     monkeypatch.setenv(KEY_ENV, SECRET)
-    cfg = teacher_cfg(server).model_copy(update={"model": "other-model"})
+    cfg = teacher_cfg(running).model_copy(update={"model": "other-model"})
     with pytest.raises(TeacherUnavailable, match="does not serve teacher.model 'other-model'"):
         OpenAIBackend(cfg, "Answer:").check()
 
 
-def kill_and_restart_when(server, cache_dir, n_done, record):
-    """Once n_done generations are cached: SIGKILL the server, snapshot, restart it."""
+def test_first_run_then_rerun_from_the_cache(running, reference):
+    items, expected, cache = reference
+    assert all(g["completion_tokens"] > 0 and g["teacher"]["backend"] == "openai"
+               for g in expected)
+    served = running.served()
+    _, again, stats = generate_rationales(items, teacher_cfg(running), "Answer:", SEED,
+                                          cache_dir=str(cache))
+    assert stats["cache"] == {"hits": N_ITEMS, "misses": 0, "corrupt": 0, "written": 0}
+    assert running.served() == served  # nothing reached the server
+    assert comparable(again) == comparable(expected)
+
+
+def kill_when_cached(server, cache_dir: Path, n_done: int, record: dict,
+                     restart_after_s: float | None) -> None:
+    """Once n_done generations are cached: SIGKILL the server, snapshot the cache, and
+    restart it after restart_after_s (None: leave it down)."""
     cache = GenerationCache(cache_dir)
     deadline = time.monotonic() + 300
     while len(cache.keys()) < n_done and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.02)
     server.kill()
     record["at_kill"] = {k: cache.path(k).read_bytes() for k in cache.keys()}
-    server.start()
+    if restart_after_s is not None:
+        time.sleep(restart_after_s)
+        server.start()
+        record["restarted"] = True
 
 
-def test_server_killed_mid_run_completes_with_retries(server, tmp_path, teacher_items,
-                                                      monkeypatch, caplog):
-    monkeypatch.setenv(KEY_ENV, SECRET)
-    items, cache_dir, record = teacher_items(8), tmp_path / "cache", {}
-    killer = threading.Thread(target=kill_and_restart_when,
-                              args=(server, cache_dir, 2, record), daemon=True)
+def test_killed_and_back_after_10s_completes_like_an_uninterrupted_run(
+        running, reference, tmp_path, caplog):
+    items, expected, _ = reference
+    cache_dir, record = tmp_path / "cache", {}
+    killer = threading.Thread(target=kill_when_cached,
+                              args=(running, cache_dir, 2, record, 10.0), daemon=True)
     killer.start()
-    with caplog.at_level("WARNING", logger="pst_distill.teacher"):
-        kept, gens, stats = generate_rationales(items, teacher_cfg(server), "Answer:", 3,
-                                                cache_dir=str(cache_dir))
+    with caplog.at_level("INFO", logger="pst_distill"):
+        _, gens, stats = generate_rationales(items, teacher_cfg(running), "Answer:", SEED,
+                                             cache_dir=str(cache_dir))  # default budget
     killer.join(timeout=300)
-    assert 2 <= len(record["at_kill"]) < 8, "the kill did not land mid-run"
-    assert len({g["key"] for g in gens}) == len(gens) == 8
-    assert stats["cache"] == {"hits": 0, "misses": 8, "corrupt": 0, "written": 8}
+    assert record.get("restarted"), "the server was not restarted"
+    assert 2 <= len(record["at_kill"]) < N_ITEMS, "the kill did not land mid-run"
+    assert "ConnectionError" in caplog.text  # the dead server was retried
+    assert stats["cache"]["written"] == N_ITEMS
     cache = GenerationCache(cache_dir)
     assert all(cache.path(k).read_bytes() == raw for k, raw in record["at_kill"].items())
-    assert "ConnectionError" in caplog.text  # the dead server was retried …
-    assert "HTTP 429" in caplog.text         # … and so was the server's back-pressure
-    assert all(g["finish_reason"] in ("stop", "length") and g["completion_tokens"] > 0
-               for g in gens)
+    assert comparable(gens) == comparable(expected)
+    assert SECRET not in caplog.text
 
-    served = server.health()["served"]
-    _, again, stats2 = generate_rationales(items, teacher_cfg(server), "Answer:", 3,
-                                           cache_dir=str(cache_dir))
-    assert stats2["cache"]["hits"] == 8 and server.health()["served"] == served
-    assert json.dumps(again, sort_keys=True) == json.dumps(gens, sort_keys=True)
 
-    written = json.dumps([gens, stats]) + caplog.text + server.log_path.read_text()
-    assert SECRET not in written
+def test_server_gone_for_good_one_error_line_then_resume(running, reference, tmp_path):
+    items, expected, _ = reference
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["common"]["seed"] = SEED
+    params["teacher"].update(backend="openai", model=MODEL, max_new_tokens=MAX_NEW_TOKENS,
+                             openai={"base_url": running.url, "api_key_env": KEY_ENV,
+                                     "max_concurrency": 2, "outage_budget_s": 3,
+                                     "backoff_s": 0.2, "max_backoff_s": 1})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    write_jsonl(tmp_path / "train.jsonl", items)
+    outs = {n: tmp_path / n for n in ("kept.jsonl", "gens.jsonl", "stats.json")}
+    cache_dir, record = tmp_path / "cache", {}
+    cmd = [sys.executable, str(ROOT / "stages" / "generate_rationales.py"),
+           "--params", str(tmp_path / "params.yaml"), "--train", str(tmp_path / "train.jsonl"),
+           "--out", str(outs["kept.jsonl"]), "--generations", str(outs["gens.jsonl"]),
+           "--stats", str(outs["stats.json"]), "--cache-dir", str(cache_dir)]
+    env = {**os.environ, KEY_ENV: SECRET, "OMP_NUM_THREADS": "1"}
+    killer = threading.Thread(target=kill_when_cached,
+                              args=(running, cache_dir, 2, record, None), daemon=True)
+    killer.start()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    killer.join(timeout=60)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1, proc.stderr[-3000:]  # stopped, not a bad param (2)
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert last.startswith("error: ") and running.url in last and "outage_budget_s" in last
+    kept = sorted(GenerationCache(cache_dir).keys())
+    assert f"{len(kept)} of {N_ITEMS} generations finished and are kept" in last, last
+    assert 2 <= len(kept) < N_ITEMS and set(record["at_kill"]) <= set(kept)
+    assert not any(p.exists() for p in outs.values())  # no partial outputs
+
+    running.start()  # back: a rerun generates only the missing ones
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stats = json.loads(outs["stats.json"].read_text())
+    assert stats["cache"]["hits"] == len(kept)
+    assert stats["cache"]["written"] == N_ITEMS - len(kept)
+    gens = [json.loads(ln) for ln in outs["gens.jsonl"].read_text().splitlines()]
+    assert comparable(gens) == comparable(expected)
+    written = [p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()]
+    assert not any(SECRET.encode() in b for b in written)
+    assert SECRET not in proc.stderr

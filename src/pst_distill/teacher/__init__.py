@@ -147,8 +147,7 @@ def run_backend(requests: list[Request], cache: GenerationCache, backend: Teache
             continue
         pending.discard(comp.key)
         comp = replace(comp, meta=comp.meta or meta)
-        if not backend.writes_cache:
-            cache.put(comp, comp.meta)
+        cache.put(comp, comp.meta)
         done[comp.key] = comp
         progress.update(comp, cached=False)
     if pending:

@@ -60,7 +60,6 @@ class Completion:
 
 class TeacherBackend(abc.ABC):
     name: str = "base"
-    writes_cache: bool = False    # True: the backend's workers store completions themselves
     cache = None                  # the run's GenerationCache, set by the driver
     tokenizer = None              # backends with a local tokenizer render its chat template
 

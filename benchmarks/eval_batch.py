@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-sizes", default="16,32,64")
     args = ap.parse_args(argv)
 
-    from pst_distill.config import load_section
-    from pst_distill.evaluate import evaluate
+    from pst_distill.config.sections import load_section
+    from pst_distill.evaluate.run import evaluate
     from pst_distill.io import read_jsonl
     from pst_distill.models import load_causal_lm
 

@@ -12,12 +12,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from pst_distill.config import EvaluateConfig, FormatConfig, parse_section
-from pst_distill.evaluate import evaluate
+from pst_distill.config.sections import parse
+from pst_distill.config.common import FormatConfig
+from pst_distill.config.evaluate import EvaluateConfig
+from pst_distill.evaluate.run import evaluate
 from pst_distill.formats import training_sequences
 from pst_distill.io import read_jsonl
 from pst_distill.models import load_causal_lm
-from pst_distill.trainer import train
+from pst_distill.train.loop import train
 
 FMT = FormatConfig()
 
@@ -31,7 +33,7 @@ def rows(method, items):
 
 
 def bench_train(method, items, finetune, bf16, steps, batch, tmp):
-    cfg = parse_section("train", {"defaults": {"finetune": finetune, "cpu_bf16": bf16, "steps": steps,
+    cfg = parse("train", {"defaults": {"finetune": finetune, "cpu_bf16": bf16, "steps": steps,
                                                "batch_size": batch, "save_every": 10**6},
                                   "methods": {method: {}}}).methods[method]
     res = train(rows(method, items), cfg, method, FMT, 0, Path(tmp) / method, Path(tmp) / "c.tsv",

@@ -23,9 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from pst_distill.config import TaskSpec, TeacherConfig
+from pst_distill.config.prepare import TaskSpec
+from pst_distill.config.teacher import TeacherConfig
 from pst_distill.tasks import build_task
-from pst_distill.teacher import generate_rationales
+from pst_distill.teacher.generate import generate_rationales
 from pst_distill.teacher.transformers_backend import TransformersBackend
 
 

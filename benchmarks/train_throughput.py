@@ -7,7 +7,7 @@ model and the same variable-length data, side by side in one process.
 * HF Trainer: ``DataCollatorForLanguageModeling(mlm=False)`` (pad to the longest sequence
   of the batch), ``per_device_train_batch_size`` = batch, bf16 AMP on CUDA, every other
   argument at its default (AdamW, no packing, no compile).
-* ours: :func:`pst_distill.trainer.throughput` on a :class:`pst_distill.pst_model.PSTModel`
+* ours: :func:`pst_distill.train.bench.throughput` on a :class:`pst_distill.train.model.PSTModel`
   (the PST loss with its semantic head), padding-free packing, ``torch.compile`` on CUDA;
   on CPU also unpacked, for the packed/unpacked ratio.
 
@@ -40,7 +40,7 @@ import platform
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +98,7 @@ GROUPS = {"cuda": ["smollm2-135m-random", "qwen2.5-0.5b-random", "smollm2-135m"]
 def embedded_rows(params: str, method: str = "pst") -> list[dict]:
     """The embedded default's training rows in ``method``'s format, built in-process: the
     prepare tasks of ``params`` (train split) with their reference rationales."""
-    from pst_distill.config import load_section
+    from pst_distill.config.sections import load_section
     from pst_distill.formats import training_sequences
     from pst_distill.tasks import build_task, split_records
 
@@ -115,9 +115,9 @@ def embedded_rows(params: str, method: str = "pst") -> list[dict]:
 
 def load_examples(tok, data: str | None, params: str, max_items: int | None, seed: int = 0):
     """(examples, description of the data): assembled rows if there, else embedded rows."""
-    from pst_distill.data import encode_rows
+    from pst_distill.train.data import encode_rows
     from pst_distill.io import read_jsonl
-    from pst_distill.losses import IGNORE
+    from pst_distill.train.losses import IGNORE
 
     path = Path(data) if data else Path("data/assembled/pst.jsonl")
     if path.exists():
@@ -151,8 +151,8 @@ def semantic_targets(examples, seed: int = 0) -> np.ndarray:
 def student_tokenizer():
     from transformers import AutoTokenizer
 
-    from pst_distill.config import FormatConfig
-    from pst_distill.data import add_sem_token
+    from pst_distill.config.common import FormatConfig
+    from pst_distill.train.model import add_sem_token
     from pst_distill.models import resolve_model
 
     tok = AutoTokenizer.from_pretrained(resolve_model(STUDENT))
@@ -298,7 +298,7 @@ def hf_trainer_run(model, tok, examples, batch: int, steps: int, warmup: int, de
 
 # --------------------------------------------------------------------------- ours
 def our_settings(cfg: BenchConfig, packing: bool, device: str):
-    from pst_distill.config import parse_section
+    from pst_distill.config.sections import parse
 
     defaults = {"model": STUDENT, "finetune": "full", "steps": cfg.warmup + cfg.steps,
                 "batch_size": cfg.batch, "grad_accum": 1, "lr": 5e-5, "warmup_steps": 0,
@@ -308,13 +308,14 @@ def our_settings(cfg: BenchConfig, packing: bool, device: str):
                 "device": "cuda" if device.startswith("cuda") else "cpu"}
     raw = {"defaults": defaults, "sem": {"weight": 1.0},
            "methods": {"pst": {"loss": {"w_answer": 1.0, "w_rationale": 0.1}}}}
-    return parse_section("train", raw).methods["pst"]
+    return parse("train", raw).methods["pst"]
 
 
 def ours_run(student, examples, targets, cfg: BenchConfig, packing: bool, device: str,
              pad_id: int) -> dict:
-    from pst_distill.pst_model import wrap_student
-    from pst_distill.trainer import build_head, throughput
+    from pst_distill.train.model import wrap_student
+    from pst_distill.train.bench import throughput
+    from pst_distill.train.model import build_head
 
     settings = our_settings(cfg, packing, device)
     head = build_head(student, settings, int(targets.shape[1]))
@@ -364,7 +365,7 @@ def run_config(cfg: BenchConfig, tok, examples, data_info: dict) -> dict:
 
 
 def attn_used(cfg: BenchConfig) -> str:
-    from pst_distill.pst_model import resolve_attn
+    from pst_distill.train.model import resolve_attn
 
     return resolve_attn(cfg.attn, cfg.device)
 

@@ -3,10 +3,11 @@ semantic targets (targets.jsonl) that the embed stage embeds next."""
 
 import argparse
 
-from pst_distill.assemble import assemble, write_datasets, write_targets
-from pst_distill.config import adaptive_section, load_section
+from pst_distill.assemble.build import assemble, write_datasets, write_targets
+from pst_distill.config import load
+from pst_distill.config.assemble import AssembleConfig
 from pst_distill.io import read_jsonl, write_json, write_jsonl
-from pst_distill.runtime import cli, provenance, setup
+from pst_distill.runtime import Timer, cli, provenance, setup
 
 
 def main() -> None:
@@ -20,17 +21,18 @@ def main() -> None:
     ap.add_argument("--stats", required=True, help="the few figures a sweep compares (metrics json)")
     ap.add_argument("--details", required=True, help="full assembly statistics and provenance (json)")
     args = ap.parse_args()
+    timer = Timer()
 
-    common, cfg = load_section(args.params, "assemble")
-    holdout_per_task = adaptive_section(args.params).holdout_per_task
+    common, cfg = load(args.params, assemble=AssembleConfig)
     log = setup("assemble", common, cfg)
     records = read_jsonl(args.rationales)
-    datasets, targets, stats, holdout = assemble(records, cfg, common.format, common.seed,
-                                                 holdout_per_task)
-    write_datasets(args.out_dir, datasets)
-    write_targets(args.targets, targets)
-    write_jsonl(args.holdout, holdout)
-    write_json(args.details, {**stats, "provenance": provenance()})
+    with timer.phase("assemble"):
+        datasets, targets, stats, holdout = assemble(records, cfg, common.format, common.seed)
+    with timer.phase("write"):
+        write_datasets(args.out_dir, datasets)
+        write_targets(args.targets, targets)
+        write_jsonl(args.holdout, holdout)
+    write_json(args.details, {**stats, "timings": timer.as_dict(), "provenance": provenance()})
     write_json(args.stats, {"items": stats["items"], "corrupted": stats["corrupted"],
                             "corrupt": {k: stats["corrupt"][k] for k in ("frac", "mode", "per_task")},
                             "semantic_target": stats["semantic_target"], "targets": stats["targets"]})

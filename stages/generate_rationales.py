@@ -2,10 +2,11 @@
 
 import argparse
 
-from pst_distill.config import load_section
+from pst_distill.config import load
+from pst_distill.config.teacher import TeacherConfig
 from pst_distill.io import read_jsonl, write_json, write_jsonl
-from pst_distill.runtime import cli, provenance, setup
-from pst_distill.teacher import generate_rationales
+from pst_distill.runtime import Timer, cli, provenance, setup
+from pst_distill.teacher.generate import generate_rationales
 
 
 def main() -> None:
@@ -18,15 +19,18 @@ def main() -> None:
     ap.add_argument("--cache-dir", default=None,
                     help="per-generation cache (outside DVC outs): reruns generate only what is new")
     args = ap.parse_args()
+    timer = Timer()
 
-    common, cfg = load_section(args.params, "teacher")
+    common, cfg = load(args.params, teacher=TeacherConfig)
     log = setup("teacher", common, cfg)
     items = read_jsonl(args.train)
-    kept, generations, stats = generate_rationales(
-        items, cfg, common.format.answer_prefix, common.seed, cache_dir=args.cache_dir)
-    write_jsonl(args.generations, generations)
-    write_jsonl(args.out, kept)
-    write_json(args.stats, {**stats, "provenance": provenance()})
+    with timer.phase("teacher"):
+        kept, generations, stats = generate_rationales(
+            items, cfg, common.format.answer_prefix, common.seed, cache_dir=args.cache_dir)
+    with timer.phase("write"):
+        write_jsonl(args.generations, generations)
+        write_jsonl(args.out, kept)
+    write_json(args.stats, {**stats, "timings": timer.as_dict(), "provenance": provenance()})
     log.info("kept %d of %d generations; dropped %s", stats["kept"], stats["generations"],
              stats["dropped"])
 

@@ -5,9 +5,12 @@ summary.json (metrics) and PNG plots."""
 import argparse
 from pathlib import Path
 
-from pst_distill.config import load_section
-from pst_distill.report import Inputs, Outputs, build_report
-from pst_distill.runtime import cli, setup
+from pst_distill.config import load
+from pst_distill.config.adaptive import AdaptiveConfig
+from pst_distill.config.report import ReportConfig
+from pst_distill.report.build import Inputs, Outputs, build_report
+from pst_distill.io import write_json
+from pst_distill.runtime import Timer, cli, provenance, setup
 
 
 def main() -> None:
@@ -22,17 +25,22 @@ def main() -> None:
     ap.add_argument("--summary", required=True, help="accuracy intervals, baselines, cost (json)")
     ap.add_argument("--accuracy-plot", required=True)
     ap.add_argument("--loss-plot", required=True)
+    ap.add_argument("--details", required=True, help="timings and provenance (json, not a metric)")
     ap.add_argument("--frontier-plot", required=True,
                     help="accuracy against generated tokens per question (methods, adaptive routers)")
     args = ap.parse_args()
+    timer = Timer()
 
-    common, cfg = load_section(args.params, "report")
+    common, cfg, acfg = load(args.params, report=ReportConfig, adaptive=AdaptiveConfig)
     log = setup("report", common, cfg)
     inputs = Inputs(Path(args.predictions), Path(args.train), Path(args.test),
                     Path(args.train_metrics), Path(args.curves))
     outputs = Outputs(Path(args.out), Path(args.summary), Path(args.accuracy_plot),
                       Path(args.loss_plot), Path(args.frontier_plot))
-    summary = build_report(inputs, outputs, cfg)
+    with timer.phase("report"):
+        summary = build_report(inputs, outputs, cfg, acfg)
+    write_json(args.details, {"methods": list(summary["methods"]), "timings": timer.as_dict(),
+                              "provenance": provenance()})
     log.info("report for %s written to %s", ", ".join(summary["methods"]), args.out)
 
 

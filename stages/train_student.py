@@ -8,11 +8,12 @@ accelerate launch, srun setting WORLD_SIZE), which then decides the process coun
 import argparse
 import sys
 
-from pst_distill.config import load_section
-from pst_distill.embed import join_embeddings
+from pst_distill.config import load
+from pst_distill.config.train import TrainConfig
+from pst_distill.embed.targets import join_embeddings
 from pst_distill.io import read_jsonl, write_json
 from pst_distill.models import pick_device
-from pst_distill.runtime import cli, provenance, setup
+from pst_distill.runtime import Timer, cli, provenance, setup
 
 
 def main() -> None:
@@ -33,12 +34,15 @@ def main() -> None:
     ap.add_argument("--state-dir", default=None,
                     help="root of the resumable training state (not an out: DVC deletes outs)")
     args = ap.parse_args()
+    timer = Timer()
 
-    common, cfg = load_section(args.params, "train")
+    common, cfg = load(args.params, train=TrainConfig)
     settings = cfg.settings_for(args.method)
     cfg.check_seed(args.seed)
-    from pst_distill.trainer import (  # torch loads after the params check
-        in_distributed_launch, relaunch, split_metrics, train)
+    # torch loads after the params check
+    from pst_distill.train.launch import in_distributed_launch, relaunch
+    from pst_distill.train.loop import train
+    from pst_distill.train.metrics import split_metrics
     if settings.distributed.processes > 1 and not in_distributed_launch():
         sys.exit(relaunch(settings.distributed.processes, sys.argv))
     log = setup(f"train_student.{args.method}", common, settings)
@@ -52,8 +56,11 @@ def main() -> None:
     if not result.is_main:  # the main process writes the outputs
         return
     metrics, details = split_metrics({**result.metrics, "seed": args.seed})
-    write_json(args.details, {**details, "data_seed": common.seed, "provenance": provenance(device)})
     write_json(args.metrics, metrics)
+    for name, seconds in details["timings"].items():  # the trainer's phases
+        timer.add(name, seconds)
+    write_json(args.details, {**details, "timings": timer.as_dict(), "data_seed": common.seed,
+                              "provenance": provenance(device)})
     log.info("%s: %d steps, %d questions, final loss %.4f (mean of the last %d steps), "
              "%.0f tok/s, %.0f s", args.method, metrics["steps"], metrics["questions_seen"],
              metrics["final"]["loss"], details["final_window"], metrics["tokens_per_s"],

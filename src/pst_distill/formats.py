@@ -1,4 +1,5 @@
-"""Sequence formats of PST_METHOD.md, as text segments shared by training and inference.
+"""Sequence formats of the methods (:mod:`pst_distill.methods`), as text segments shared by
+training and inference.
 
 A training sequence is a list of :class:`Segment`; the first is always the ``prompt``
 (the user turn, wrapped in the student's chat template at tokenisation time). The
@@ -14,12 +15,13 @@ of every part is exact, and appends EOS to the last segment.
 
 ``adaptive`` trains one student in both modes; a mode control (:func:`mode_control`: one
 special token per mode, or a soft prompt of k learned virtual tokens per mode) opens the
-assistant turn, and at inference a router (:mod:`pst_distill.routing`) appends the control
-of the mode it picks. The think-first half has its own segment kinds, so its loss is a
-plain CE of its own (``think_rationale``/``think_answer``: part THINK of losses.py).
+assistant turn, and at inference a router (:mod:`pst_distill.evaluate.routing`) appends the
+control of the mode it picks. The think-first half has its own segment kinds, so its loss is
+a plain CE of its own (``think_rationale``/``think_answer``: part THINK of the train losses).
 
-Inference uses :func:`inference_prompt`, the same prompt segment, and stops answer-first
-methods at :func:`stop_strings` (the rationale delimiter and the [SEM] token).
+Inference uses :func:`inference_prompt`, the same prompt segment, rendered by
+:func:`render_prompt` as in training, and stops answer-first methods at :func:`stop_strings`
+(the rationale delimiter and the [SEM] token).
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-METHODS = ("answer_only", "pre_thinking", "step_by_step", "post_thinking", "pst", "adaptive")
-ANSWER_FIRST = ("answer_only", "step_by_step", "post_thinking", "pst")
+from pst_distill.methods import ANSWER_FIRST, method as _method
+
 Kind = Literal["prompt", "control", "answer", "rationale", "sem", "think_rationale", "think_answer"]
 PREDICT, EXPLAIN = "predict: ", "explain: "
 MODES = ("fast", "think")  # adaptive: answer first | rationale first
@@ -73,7 +75,8 @@ def training_sequences(method: str, question: str, answer: str, rationale: str,
                  Segment("sem", fmt.sem_token), Segment("rationale", r)],
                 [q, Segment("control", mode_control("think", fmt)),
                  Segment("think_rationale", r + "\n"), Segment("think_answer", a)]]
-    raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    _method(method)  # raises: unknown method
+    raise AssertionError(f"method {method!r} is in the table but has no sequence format")
 
 
 def control_tokens(mode: str, fmt) -> list[str]:
@@ -95,8 +98,7 @@ def mode_control(mode: str, fmt) -> str:
 
 def inference_prompt(method: str, question: str) -> str:
     """The user turn at test time: identical to the training prompt segment."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    _method(method)
     return PREDICT + question if method == "step_by_step" else question
 
 
@@ -105,3 +107,13 @@ def stop_strings(method: str, fmt, generate_rationale: bool = False) -> list[str
     if method in ANSWER_FIRST and not generate_rationale:
         return [fmt.rationale_prefix, fmt.sem_token]
     return []
+
+
+def render_prompt(tokenizer, text: str, system: str | None = None) -> str:
+    """The user turn as the student sees it, identical at training and inference;
+    ``system`` (common.format.system_prompt): a system turn, or None for the template's."""
+    if getattr(tokenizer, "chat_template", None):
+        system_turn = [] if system is None else [{"role": "system", "content": system}]
+        return tokenizer.apply_chat_template([*system_turn, {"role": "user", "content": text}],
+                                             add_generation_prompt=True, tokenize=False)
+    return f"Q: {text}\nA: " if not system else f"{system}\nQ: {text}\nA: "

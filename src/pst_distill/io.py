@@ -7,10 +7,12 @@ leaves half a file behind.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -87,3 +89,24 @@ def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
 
 def read_npy(path: str | os.PathLike) -> np.ndarray:
     return np.load(path, allow_pickle=False)
+
+
+def replace_dir(tmp: Path, target: Path) -> None:
+    """Move folder ``tmp`` onto ``target``; the old one is removed only once the new is in place."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def encode_f32(vector) -> str:
+    """A float32 vector as base64 text: exact, and a fifth of the size of JSON numbers."""
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+
+
+def decode_f32(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype="<f4")

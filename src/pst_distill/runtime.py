@@ -1,7 +1,9 @@
-"""What every stage entrypoint does first: logging, seeding, and a provenance record."""
+"""What every stage entrypoint does: logging, seeding, timings, a provenance record, and one
+error path for bad input."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import logging
@@ -9,6 +11,7 @@ import platform
 import random
 import subprocess
 import sys
+import time
 
 PACKAGES = ("pst-distill", "torch", "transformers", "sentence-transformers", "peft", "dvc")
 
@@ -25,19 +28,50 @@ def setup(stage: str, common, section) -> logging.Logger:
 
 
 def seed_everything(seed: int) -> None:
+    """Python's, numpy's and torch's global generators; torch only where the stage loaded it
+    (importing it costs seconds, and a stage without torch draws nothing from it)."""
     random.seed(seed)
-    try:
-        import numpy as np
+    import numpy as np
 
-        np.random.seed(seed % 2**32)
-    except ImportError:
-        pass
-    try:
-        import torch
+    np.random.seed(seed % 2**32)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)
 
-        torch.manual_seed(seed)
-    except ImportError:
-        pass
+
+def process_age() -> float:
+    """Seconds since this process started (interpreter start-up and imports so far)."""
+    try:
+        import psutil
+
+        return max(time.time() - psutil.Process().create_time(), 0.0)
+    except (ImportError, OSError):
+        return 0.0
+
+
+class Timer:
+    """Where a stage's time goes, for its details file: ``startup`` (from the interpreter's
+    start to this timer: Python and the imports so far), one entry per :meth:`phase`, and
+    ``total`` (the process's age when :meth:`as_dict` is called)."""
+
+    def __init__(self):
+        self.startup = process_age()
+        self.phases: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - start
+
+    def add(self, name: str, seconds: float) -> None:
+        self.phases[name] = self.phases.get(name, 0.0) + seconds
+
+    def as_dict(self) -> dict[str, float]:
+        return {"startup": round(self.startup, 3),
+                **{k: round(v, 3) for k, v in self.phases.items()},
+                "total": round(process_age(), 3)}
 
 
 def git_hash() -> str | None:
@@ -63,9 +97,9 @@ def provenance(device: str | None = None) -> dict:
 # Errors that mean "fix your input", not "the code is broken": printed as one line, exit 2.
 # Named by module so that none is imported just to be caught (it was imported if raised).
 USER_ERRORS = (
-    ("pst_distill.config", "ConfigError"),              # params.yaml, model ids, devices
-    ("pst_distill.model_ids", "ModelIdError"),
-    ("pst_distill.embed", "EmbeddingMismatchError"),    # stale or misaligned embeddings
+    ("pst_distill.config.base", "ConfigError"),         # params.yaml, model ids, devices
+    ("pst_distill.models", "ModelIdError"),
+    ("pst_distill.embed.targets", "EmbeddingMismatchError"),  # stale or misaligned embeddings
     ("builtins", "FileNotFoundError"),                  # an input path that does not exist
     ("pst_distill.teacher.vllm_backend", "PromptTooLong"),  # teacher.vllm.max_model_len
 )

@@ -223,9 +223,13 @@ def test_report_shows_every_method(repo):
     assert (repo / "reports/accuracy.png").stat().st_size > 1000
 
 
-def test_adaptive_routes_every_question_of_the_evaluation_set(repo):
-    """Every router answers the evaluation set every method gets, in the mode it says,
-    charged its route; held-out questions are neither trained on nor tested."""
+def test_adaptive_modes_and_routes_cover_the_evaluation_set(repo):
+    """The adaptive evaluation answers its held-out questions and the evaluation set every
+    method gets in both modes; the report's routers answer every evaluation question in the
+    mode they say, charged their route; held-out questions are neither trained on nor tested."""
+    from pst_distill.config.adaptive import AdaptiveConfig
+    from pst_distill.evaluate.routing import route_rows
+
     paths, fmt = layout(repo), params(repo)["common"]["format"]
     held = {r["id"] for r in jsonl(repo / paths["holdout"] / "adaptive.jsonl")}
     trained = {r["id"] for r in jsonl(repo / paths["assembled"] / "adaptive.jsonl")}
@@ -233,37 +237,46 @@ def test_adaptive_routes_every_question_of_the_evaluation_set(repo):
     assert len(held) == 2 * len(params(repo)["prepare"]["tasks"])
     assert not held & trained and not held & test
     assert held <= {r["id"] for r in jsonl(repo / paths["assembled"] / "pst.jsonl")}
+    summary = json.loads((repo / "reports/summary.json").read_text())
     for run_name in runs(repo, "adaptive"):
+        seed = int(run_name.rsplit("-", 1)[1])
         rows = jsonl(repo / paths["predictions"] / f"{run_name}.jsonl")
-        ids = [p["id"] for p in jsonl(repo / paths["predictions"] / f"pst-{run_name.split('-')[1]}.jsonl")]
+        ids = sorted(p["id"] for p in jsonl(repo / paths["predictions"] / f"pst-{seed}.jsonl"))
+        for split, want in (("holdout", sorted(held)), ("test", ids)):
+            for mode in ("fast", "think"):
+                got = [r for r in rows if r["split"] == split and r["mode"] == mode]
+                assert sorted(r["id"] for r in got) == want, (split, mode)
+        assert all(r["completion"].startswith(fmt["rationale_prefix"])
+                   for r in rows if r["mode"] == "think")
+        m = record(repo, f"eval/{run_name}.json")
+        for mode, fig in m["modes"].items():
+            tested = [r for r in rows if r["split"] == "test" and r["mode"] == mode]
+            assert fig["n"] == len(tested) and fig["accuracy_flexible"] == pytest.approx(
+                mean(r["correct_flexible"] for r in tested))
+        routed, fit = route_rows(rows, AdaptiveConfig(**params(repo)["adaptive"]), seed)
+        assert summary["frontier"]["fit"]["adaptive"][str(seed)]["tau"] == fit["tau"]
         by: dict = {}
-        for r in rows:
+        for r in routed:
             by.setdefault(r["method"].split(":", 1)[1], []).append(r)
         assert {"always_fast", "always_think", "confidence", "perception", "oracle"} <= set(by)
-        assert all(sorted(r["id"] for r in rs) == sorted(ids) for rs in by.values())
+        assert all(sorted(r["id"] for r in rs) == ids for rs in by.values())
         fast = {r["id"]: r for r in by["always_fast"]}
         assert all(r["mode"] == "fast" for r in fast.values())
-        assert all(r["mode"] == "think" and r["completion"].startswith(fmt["rationale_prefix"])
-                   for r in by["always_think"])
+        assert all(r["mode"] == "think" for r in by["always_think"])
         for r in by["confidence"]:  # think exactly where the fast answer is unsure
             assert (r["mode"] == "think") == (r["confidence"] < r["tau"]), r
             paid = fast[r["id"]]["generated_tokens"] if r["mode"] == "think" else 0
             assert r["generated_tokens"] >= paid
         assert all(r["mode"] == "fast" for r in by["confidence@0.00"])
-        m = record(repo, f"eval/{run_name}.json")
-        for router, fig in m["routers"].items():
-            assert fig["accuracy_flexible"] == pytest.approx(
-                mean(r["correct_flexible"] for r in by[router]), abs=1e-4)
-            assert fig["think_share"] == pytest.approx(
-                mean(r["mode"] == "think" for r in by[router]), abs=1e-4)
         tok_dir = repo / paths["models"] / run_name
         vocab = json.loads((tok_dir / "tokenizer.json").read_text())["added_tokens"]
         assert {"[FAST]", "[THINK]", fmt["sem_token"]} <= {t["content"] for t in vocab if t["special"]}
     report = (repo / "reports/report.md").read_text()
     assert "## Adaptive thinking" in report and "oracle (upper bound, analysis only)" in report
     assert (repo / "reports/frontier.png").stat().st_size > 1000
-    summary = json.loads((repo / "reports/summary.json").read_text())
     assert "adaptive:oracle" not in summary["methods"] and summary["frontier"]["confidence_sweep"]
+    for router in ("always_fast", "always_think", "confidence", "perception"):
+        assert f"adaptive:{router}" in summary["methods"]
 
 
 def test_second_repro_is_a_noop_and_status_clean(repo):

@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 import torch
 
-from pst_distill import losses
-from pst_distill.config import FormatConfig, parse_section
-from pst_distill.data import encode_rows, make_batch
+from pst_distill.train import losses
+from pst_distill.config.sections import parse
+from pst_distill.config.common import FormatConfig
+from pst_distill.train.data import encode_rows, make_batch
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 FMT = FormatConfig()
@@ -52,11 +53,11 @@ def settings(**over):
                 "save_every": 1000, "pack_length": 1024, **over}
     raw = {"defaults": defaults, "sem": {"weight": 1.0, "hidden": 64},
            "methods": {"pst": {"loss": {"w_answer": 1.0, "w_rationale": 0.1}}}}
-    return parse_section("train", raw).methods["pst"]
+    return parse("train", raw).methods["pst"]
 
 
 def pst_rows(n: int) -> list[dict]:
-    from pst_distill.config import TaskSpec
+    from pst_distill.config.prepare import TaskSpec
     from pst_distill.formats import training_sequences
     from pst_distill.tasks import build_task
 
@@ -75,7 +76,7 @@ def unit_rows(n: int, seed: int = 0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def student(device):
     """(plain student on ``device``, tokenizer, examples, semantic targets)."""
-    from pst_distill.student import load_student
+    from pst_distill.train.model import load_student
 
     model, tok, _ = load_student(settings(), FMT.sem_token, device)
     n = 2 * sizes(device)["batch"]
@@ -85,8 +86,8 @@ def student(device):
 
 def wrapped(student_model, device: str, **over):
     """A PSTModel around a copy of the student (the fixture's weights stay untouched)."""
-    from pst_distill.pst_model import wrap_student
-    from pst_distill.trainer import build_head
+    from pst_distill.train.model import wrap_student
+    from pst_distill.train.model import build_head
 
     s = settings(**over)
     model = copy.deepcopy(student_model)
@@ -96,7 +97,7 @@ def wrapped(student_model, device: str, **over):
 
 def loss_and_grads(model, batch: dict, s, backward) -> tuple[float, dict, torch.Tensor]:
     """Loss, its float parts, and all gradients flattened (float32)."""
-    from pst_distill.trainer import denominators, loss_weights
+    from pst_distill.train.loop import denominators, loss_weights
 
     model.zero_grad(set_to_none=True)
     out = model(batch)
@@ -119,7 +120,7 @@ def assert_close_grads(a: torch.Tensor, b: torch.Tensor, cos_min: float, rel: fl
 
 
 def test_bf16_packed_step_matches_fp32_unpacked(student, device):
-    from pst_distill.trainer import make_accelerator
+    from pst_distill.train.launch import make_accelerator
 
     model, tok, examples, targets = student
     chosen = examples[: sizes(device)["batch"]]
@@ -165,7 +166,7 @@ def test_compiled_matches_eager(student, device):
 def test_trainer_end_to_end_on_the_pretrained_student(device, tmp_path):
     from safetensors.torch import load_file
 
-    from pst_distill.trainer import train
+    from pst_distill.train.loop import train
 
     n = sizes(device)
     rows = pst_rows(n["batch"])  # one batch of every example: the same batch each step

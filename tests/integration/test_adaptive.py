@@ -9,13 +9,16 @@ import math
 import pytest
 import torch
 
-from pst_distill.config import FormatConfig, TrainConfig
-from pst_distill.data import add_special, encode_segments, render_prompt
+from pst_distill.config.common import FormatConfig
+from pst_distill.config.train import TrainConfig
+from pst_distill.formats import render_prompt
+from pst_distill.train.data import encode_segments
+from pst_distill.train.model import add_special
 from pst_distill.formats import MODES, control_tokens, mode_control, training_sequences
-from pst_distill.losses import IGNORE, NO_LOSS
+from pst_distill.train.losses import IGNORE, NO_LOSS
 from pst_distill.models import load_tokenizer
-from pst_distill.routing import answer_confidence
-from pst_distill.trainer import mode_controls
+from pst_distill.evaluate.modes import answer_confidence
+from pst_distill.train.model import mode_controls
 
 MODEL = "smollm2-135m-instruct"
 Q, A, R = "Rosa has 45 stickers and gets 8 more. How many now?", "53", "45 + 8 = 53."
@@ -67,7 +70,7 @@ def test_answer_confidence_reads_the_answer_tokens_only(tok):
 
 
 def test_student_starts_each_control_at_its_delimiter_and_trains_it():
-    from pst_distill.student import load_student
+    from pst_distill.train.model import load_student
 
     fmt = FormatConfig()
     train = TrainConfig.model_validate({"defaults": {"model": MODEL, "steps": 1},
@@ -86,3 +89,21 @@ def test_student_starts_each_control_at_its_delimiter_and_trains_it():
     ids = trainable if isinstance(trainable, list) else next(iter(trainable.values()))
     assert sorted(ids) == sorted([sem_id, fast, think])
     assert mode_controls("pst", fmt) is None
+
+
+def test_prompt_features_are_the_last_hidden_state_without_the_lm_head(tmp_path):
+    """The decoder alone gives the full model's last hidden state at each prompt's end."""
+    import torch
+    from student_fixtures import tiny_model_dir
+
+    from pst_distill.evaluate.modes import prompt_features
+    from pst_distill.models import load_causal_lm
+
+    model, tok = load_causal_lm(tiny_model_dir(tmp_path / "tiny"), device="cpu", dtype="float32")
+    prompts = ["a short one", "a somewhat longer prompt, left-padded in its batch"]
+    feats, _ = prompt_features(model, tok, prompts, batch_size=2)
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.inference_mode():
+        full = model(**enc, output_hidden_states=True, use_cache=False).hidden_states[-1][:, -1]
+    assert feats.shape == (2, model.config.hidden_size)
+    torch.testing.assert_close(feats, full.float(), rtol=1e-5, atol=1e-5)

@@ -11,14 +11,17 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from pst_distill.assemble import assemble
-from pst_distill.config import load_section
-from pst_distill.data import add_sem_token, encode_segments, render_prompt
-from pst_distill.evaluate import generate_all, score
-from pst_distill.losses import ANSWER
+from pst_distill.assemble.build import assemble
+from pst_distill.config.sections import load_section
+from pst_distill.formats import render_prompt
+from pst_distill.train.data import encode_segments
+from pst_distill.train.model import add_sem_token
+from pst_distill.evaluate.run import generate_all
+from pst_distill.scoring import score
+from pst_distill.train.losses import ANSWER
 from pst_distill.parsing import INVALID, normalize
-from pst_distill.teacher import generate_rationales
-from pst_distill.teacher import score as teacher_score
+from pst_distill.teacher.generate import generate_rationales
+from pst_distill.teacher.generate import score as teacher_score
 from pst_distill.teacher.base import Completion, Request, Sampling
 from pst_distill.teacher.transformers_backend import (answer_line_regex, make_stopping_criteria,
                                                       trim_completion)

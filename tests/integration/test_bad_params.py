@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pst_distill.config import load_section
+from pst_distill.config.sections import load_section
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -39,7 +39,7 @@ CUDA = {"cpu_only": True}  # marks the cases that need a machine without CUDA
 
 
 def _cuda_available() -> bool:
-    from pst_distill.config import _no_cuda  # cheap: a CPU-only torch build is not imported
+    from pst_distill.config.machine import no_cuda as _no_cuda  # cheap: CPU torch not imported
 
     return not _no_cuda()
 
@@ -69,13 +69,10 @@ CASES = [
     ("prepare_data", {"common.format.rationale_prefix": "Answer: because"}, "rationale_prefix"),
     ("prepare_data", {"techer": {"n": 1}}, "unknown section(s) techer"),
     ("prepare_data", {"common.format.mode_control.kind": "prefix"}, "common.format.mode_control.kind"),
-    ("assemble_dataset", {"adaptive.holdout_per_task": 1}, "adaptive.holdout_per_task"),
-    ("evaluate_student", {"adaptive.confidence.sweep": [0.5, 1.5]}, "adaptive.confidence.sweep"),
-    ("evaluate_student", {"adaptive.perception.threshold": 1.0}, "adaptive.perception.threshold"),
-    # every stage refuses a bad file, not only the stage that reads the bad section
-    ("prepare_data", {"train.methods.post_thinking.loss.w_sem": 0.5},
-     "train.methods.post_thinking.loss.w_sem"),
-    ("report", {"assemble.methods": ["pst"]}, "train.methods.answer_only"),
+    ("assemble_dataset", {"assemble.holdout_per_task": 1}, "assemble.holdout_per_task"),
+    ("report", {"adaptive.confidence.sweep": [0.5, 1.5]}, "adaptive.confidence.sweep"),
+    ("report", {"adaptive.perception.threshold": 1.0}, "adaptive.perception.threshold"),
+    ("train_student", {"assemble.methods": ["pst"]}, "train.methods.answer_only"),
     # generate_rationales
     ("generate_rationales", {"teacher.backend": "gpt"}, "teacher.backend"),
     ("generate_rationales", {"teacher.temperature": -1}, "teacher.temperature"),

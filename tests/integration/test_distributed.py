@@ -12,12 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from student_fixtures import tiny_model_dir
 from test_resume import STAGE, assert_same_weights, dvc, finish, project_copy
 
-from pst_distill.trainer import COMPARED, LOGGED
+from pst_distill.train.metrics import COMPARED, LOGGED
 
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).resolve().parent
@@ -28,21 +27,21 @@ logging.basicConfig(level=logging.INFO)
 sys.path.insert(0, {here!r})
 from pathlib import Path
 from student_fixtures import FMT, assembled_rows, embeddings, items, settings
-from pst_distill import trainer
+from pst_distill.train import loop
 over = json.loads(sys.argv[2])
 state = sys.argv[3] if len(sys.argv) > 3 else None
 crash_at = int(sys.argv[4]) if len(sys.argv) > 4 else 0
 s = settings({model!r}, "pst", **over)
 out = Path(sys.argv[1])
 if crash_at:  # die at that train_step call, as a kill would
-    real, calls = trainer.train_step, []
+    real, calls = loop.train_step, []
     def crashing(*args, **kwargs):
         calls.append(1)
         if len(calls) == crash_at:
             raise SystemExit(3)
         return real(*args, **kwargs)
-    trainer.train_step = crashing
-res = trainer.train(assembled_rows("pst", items(8)), s, "pst", FMT, 0, out / "m", out / "c.tsv",
+    loop.train_step = crashing
+res = loop.train(assembled_rows("pst", items(8)), s, "pst", FMT, 0, out / "m", out / "c.tsv",
                     embeddings(8), "cpu", state_dir=state)
 if res.is_main:
     (out / "metrics.json").write_text(json.dumps(res.metrics))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pst_distill.embed import embed_rationales, load_embedder
+from pst_distill.embed.encode import embed_rationales, load_embedder
 
 pytestmark = pytest.mark.slow
 

@@ -9,10 +9,11 @@ from collections import Counter
 import pytest
 from student_fixtures import FMT, assembled_rows, embeddings, items, settings, tiny_model_dir
 
-from pst_distill import trainer
-from pst_distill.config import EvaluateConfig
-from pst_distill.data import render_prompt
-from pst_distill.evaluate import evaluate, generate_batch
+from pst_distill.train import loop
+from pst_distill.config.evaluate import EvaluateConfig
+from pst_distill.formats import render_prompt
+from pst_distill.evaluate.generate import generate_batch
+from pst_distill.evaluate.run import evaluate
 from pst_distill.formats import inference_prompt
 from pst_distill.models import load_causal_lm
 
@@ -27,7 +28,7 @@ def overfit(tmp, method: str, steps: int = 60):
     """Folder of a tiny model that memorised ITEM's ``method`` sequence (60 steps, lr 1e-2)."""
     s = settings(tiny_model_dir(tmp / "base"), method, steps=steps, batch_size=1,
                  save_every=steps, lr=1e-2, max_grad_norm=1.0)
-    trainer.train(assembled_rows(method, [ITEM]), s, method, FMT, 0, tmp / "model",
+    loop.train(assembled_rows(method, [ITEM]), s, method, FMT, 0, tmp / "model",
                   tmp / "loss.tsv", embeddings(1), "cpu")
     return tmp / "model"
 
@@ -169,7 +170,7 @@ def test_left_padded_batch_generates_what_one_by_one_generation_does():
 @pytest.mark.slow
 def test_decode_completion_ends_at_eos_or_padding_and_cuts_at_stops():
     """The one decoder of generated rows (evaluation, transformers teacher, test server)."""
-    from pst_distill.data import add_sem_token
+    from pst_distill.train.model import add_sem_token
     from pst_distill.models import decode_completion, load_tokenizer
 
     tok = load_tokenizer("smollm2-135m-instruct")
@@ -191,7 +192,7 @@ def test_decode_completion_ends_at_eos_or_padding_and_cuts_at_stops():
 
 
 def test_answer_first_is_scored_on_its_first_line():
-    from pst_distill.evaluate import answer_part, score
+    from pst_distill.scoring import answer_part, score
 
     assert answer_part("\nAnswer: no\nAnswer: yes") == "Answer: no"
     item = {"id": "x", "task": "coin_flip", "answer": "no", "answer_type": "yes-no"}
@@ -199,3 +200,32 @@ def test_answer_first_is_scored_on_its_first_line():
            "seconds": 0.1}
     assert score(item, res, "pst", first_line=True)["correct_strict"]
     assert not score(item, res, "pre_thinking")["correct_strict"]  # last answer line counts
+
+
+def test_incremental_answer_line_stop_matches_the_rule_on_real_tokens():
+    """The O(1) stop against the rule by definition (decode the whole completion at every
+    step), on the SmolLM2 tokenizer, whose tokens join a newline to text on either side."""
+    import random
+
+    from stops import incremental_stop_steps, quadratic_stop_steps
+
+    from pst_distill.models import load_tokenizer
+    from pst_distill.tasks import build_task
+    from pst_distill.config.prepare import TaskSpec
+
+    tok = load_tokenizer("smollm2-135m-instruct")
+    rng = random.Random(0)
+    texts = []
+    for task, options in (("multistep_arithmetic", {"steps": 2, "max_value": 50}),
+                          ("coin_flip", {"k": 3}), ("last_letter_concatenation", {"k": 2})):
+        for it in build_task(TaskSpec(name=task, n=12, options=options), 1):
+            answer = f"Answer: {it['answer']}"
+            texts += [f"Reasoning: {it['reference_rationale']}\n{answer}\n{answer}\n",
+                      f"Reasoning: {it['reference_rationale']} {answer}.\n\nMore.",
+                      f"Reasoning: {it['reference_rationale']}\n{answer}",
+                      f"{answer}\n" + rng.choice(["", "Answer:\n", "x\n"])]
+    prompt = tok("Question?", add_special_tokens=False)["input_ids"]
+    rows = [prompt + tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    steps = incremental_stop_steps(tok, rows, len(prompt), "Answer:", pad=tok.pad_token_id)
+    assert steps == quadratic_stop_steps(tok, rows, len(prompt), "Answer:")
+    assert sum(s is not None for s in steps) >= len(texts) // 2

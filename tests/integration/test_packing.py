@@ -6,9 +6,9 @@ import pytest
 import torch
 from student_fixtures import FMT, assembled_rows, embeddings, items, settings
 
-from pst_distill import losses, trainer
-from pst_distill.data import Example, collate, collate_packed, encode_rows, pack
-from pst_distill.pst_model import build_pst_model
+from pst_distill.train import loop, losses
+from pst_distill.train.data import Example, collate, collate_packed, encode_rows, pack
+from pst_distill.train.model import build_pst_model
 
 N = 4
 
@@ -45,7 +45,7 @@ def test_collate_packed_restarts_positions_and_indexes_examples():
     assert b["labels"][0, 4] == losses.IGNORE  # the 2nd example's first token: no target
     padded = collate(examples, pad_id=0)
     assert padded["sem_flat"].tolist() == [2, 7, 12] and padded["attention_mask"].sum() == 12
-    assert trainer.denominators([b], _settings()) == trainer.denominators([padded], _settings())
+    assert loop.denominators([b], _settings()) == loop.denominators([padded], _settings())
 
 
 def _settings():
@@ -64,9 +64,9 @@ def setup():
 
 def loss_and_grads(pst, batch, s):
     pst.zero_grad(set_to_none=True)
-    den = trainer.denominators([batch], s)
+    den = loop.denominators([batch], s)
     out = pst(batch)
-    loss, parts = losses.combine(out["ce"], out["sem"], den, trainer.loss_weights(s))
+    loss, parts = losses.combine(out["ce"], out["sem"], den, loop.loss_weights(s))
     loss.backward()
     grads = {n: p.grad.detach().clone() for n, p in pst.named_parameters() if p.grad is not None}
     return out, loss.detach(), den, grads

@@ -18,7 +18,7 @@ import yaml
 from safetensors.torch import load_file
 from student_fixtures import FMT, assembled_rows, embeddings, items, settings, tiny_model_dir
 
-from pst_distill import trainer
+from pst_distill.train import loop
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,12 +60,12 @@ def test_crash_and_rerun_in_process_equals_uninterrupted(tmp_path, monkeypatch, 
     rows, emb = assembled_rows("pst", items(8)), embeddings(8)
 
     def fit(out: Path, state):
-        return trainer.train(rows, s, "pst", FMT, 0, out / "m", out / "c.tsv", emb, "cpu",
+        return loop.train(rows, s, "pst", FMT, 0, out / "m", out / "c.tsv", emb, "cpu",
                              state_dir=state)
 
     fit(tmp_path / "ref", None)
     state = tmp_path / "state"
-    real, calls = trainer.train_step, {"n": 0}
+    real, calls = loop.train_step, {"n": 0}
 
     def crashing(*args, **kwargs):
         calls["n"] += 1
@@ -73,13 +73,13 @@ def test_crash_and_rerun_in_process_equals_uninterrupted(tmp_path, monkeypatch, 
             raise Crash("killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "train_step", crashing)
+    monkeypatch.setattr(loop, "train_step", crashing)
     with pytest.raises(Crash):
         fit(tmp_path / "run", state)
     saved = list(state.glob("pst-*/latest/progress.json"))
     assert len(saved) == 1 and json.loads(saved[0].read_text())["step"] == 2
     assert_no_pickle(saved[0].parent)
-    monkeypatch.setattr(trainer, "train_step", real)
+    monkeypatch.setattr(loop, "train_step", real)
     res = fit(tmp_path / "run", state)
     assert res.metrics["steps"] == 6 and res.metrics["sequences_seen"] == 6 * 2
     assert_same_weights(tmp_path / "ref" / "m", tmp_path / "run" / "m")

@@ -1,4 +1,4 @@
-"""The semantic loss through the real trainer (``trainer.train``), on a tiny random Llama.
+"""The semantic loss through the real trainer (``loop.train``), on a tiny random Llama.
 
 Trained with the semantic loss alone (w_answer = w_rationale = 0, [SEM] unsupervised, no
 weight decay), every example must end up nearest to its *own* rationale embedding: rows
@@ -12,9 +12,9 @@ import pytest
 import torch
 from student_fixtures import FMT, assembled_rows, embeddings, items, settings, tiny_model_dir
 
-from pst_distill import trainer
-from pst_distill.data import encode_rows
-from pst_distill.student import load_head
+from pst_distill.train import loop
+from pst_distill.train.data import encode_rows
+from pst_distill.train.checkpoint import load_head
 
 pytestmark = pytest.mark.slow
 N = 6
@@ -32,7 +32,7 @@ def sem_only(tmp_path_factory):
                  label_sem_token=False,
                  method_over={"loss": {"w_answer": 0.0, "w_rationale": 0.0, "w_sem": 1.0}})
     targets = embeddings(N, seed=3)
-    res = trainer.train(rows, s, "pst", FMT, 0, tmp / "model", tmp / "loss.tsv", targets, "cpu")
+    res = loop.train(rows, s, "pst", FMT, 0, tmp / "model", tmp / "loss.tsv", targets, "cpu")
     return model_dir, rows, s, torch.from_numpy(targets), res, tmp
 
 
@@ -73,6 +73,6 @@ def test_semantic_gradient_reaches_the_student_weights(sem_only):
 
 def test_a_run_without_semantic_loss_saves_no_head(tmp_path):
     s = settings(tiny_model_dir(tmp_path / "base"), "post_thinking", steps=1, save_every=1)
-    res = trainer.train(assembled_rows("post_thinking", items(2)), s, "post_thinking", FMT, 0,
+    res = loop.train(assembled_rows("post_thinking", items(2)), s, "post_thinking", FMT, 0,
                         tmp_path / "model", tmp_path / "loss.tsv", embeddings(2), "cpu")
     assert res.head is None and load_head(tmp_path / "model") is None

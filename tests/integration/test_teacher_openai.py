@@ -27,10 +27,10 @@ import pytest
 import requests
 import yaml
 
-from pst_distill.config import TeacherConfig
+from pst_distill.config.teacher import TeacherConfig
 from pst_distill.io import write_jsonl
 from pst_distill.models import resolve_model
-from pst_distill.teacher import generate_rationales
+from pst_distill.teacher.generate import generate_rationales
 from pst_distill.teacher.base import TeacherUnavailable
 from pst_distill.teacher.cache import GenerationCache
 from pst_distill.teacher.openai_backend import OpenAIBackend
@@ -51,7 +51,9 @@ def free_port() -> int:
 
 class VllmServer:
     """``python -m vllm.entrypoints.openai.api_server`` on one loopback port, restartable.
-    The key reaches it through its environment (VLLM_API_KEY), not its command line."""
+    The key reaches it through its environment (VLLM_API_KEY), not its command line. The
+    server runs its engine in a child process, so it gets a process group of its own and
+    every kill goes to the whole group (a SIGKILL to the server alone orphans the engine)."""
 
     def __init__(self, python: str, log_path: Path):
         self.python, self.log_path = python, log_path
@@ -64,10 +66,10 @@ class VllmServer:
                "--model", resolve_model(MODEL), "--served-model-name", MODEL,
                "--host", "127.0.0.1", "--port", str(self.port), "--enforce-eager",
                "--max-model-len", "1024", "--dtype", "float32"]
-        env = {**os.environ, "VLLM_API_KEY": SECRET, "VLLM_CPU_KVCACHE_SPACE": "1",
-               "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}  # one process: SIGKILL takes it all
+        env = {**os.environ, "VLLM_API_KEY": SECRET, "VLLM_CPU_KVCACHE_SPACE": "1"}
         with open(self.log_path, "a") as log:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"the vLLM server exited: {self.log_tail()}"
@@ -87,17 +89,24 @@ class VllmServer:
                    if ln.startswith("vllm:request_success_total{"))
 
     def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+        self._signal(signal.SIGKILL)
+        if self.proc:
             self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
+        self._signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        self.kill()  # whatever is left of the group (the engine process)
+
+    def _signal(self, sig) -> None:
+        if self.proc is not None:
             try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
 
     def log_tail(self) -> str:
         return self.log_path.read_text()[-3000:]
@@ -133,7 +142,7 @@ def teacher_cfg(server, **openai) -> TeacherConfig:
 @pytest.fixture(scope="module")
 def reference(server, tmp_path_factory):
     """An uninterrupted first run and its cache: what every interrupted run must end with."""
-    from pst_distill.config import TaskSpec
+    from pst_distill.config.prepare import TaskSpec
     from pst_distill.tasks import build_task
 
     items = build_task(TaskSpec(name="multistep_arithmetic", n=N_ITEMS,

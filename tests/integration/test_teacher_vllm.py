@@ -157,8 +157,8 @@ def test_a_failing_engine_stops_the_run_naming_its_rank(teacher_items):
     stage's own check) ends the run with its rank and exit code, not a hang."""
     import sys
 
-    from pst_distill.config import TeacherConfig
-    from pst_distill.teacher import generate_rationales
+    from pst_distill.config.teacher import TeacherConfig
+    from pst_distill.teacher.generate import generate_rationales
 
     cfg = TeacherConfig(backend="vllm", max_new_tokens=8,
                         vllm={"python": sys.executable, "data_parallel_size": 2})

@@ -5,10 +5,14 @@ test runs with [SEM] unsupervised and supervised (``label_sem``; training's defa
 
 import pytest
 
-from pst_distill.config import FormatConfig, TrainSettings
-from pst_distill.data import add_sem_token, collate, encode_rows, encode_segments, render_prompt
-from pst_distill.formats import METHODS, training_sequences
-from pst_distill.losses import ANSWER, IGNORE, NO_LOSS, RATIONALE, SEM
+from pst_distill.config.common import FormatConfig
+from pst_distill.config.train import TrainSettings
+from pst_distill.formats import render_prompt
+from pst_distill.train.data import collate, encode_rows, encode_segments
+from pst_distill.train.model import add_sem_token
+from pst_distill.formats import training_sequences
+from pst_distill.methods import METHODS
+from pst_distill.train.losses import ANSWER, IGNORE, NO_LOSS, RATIONALE, SEM
 
 FMT = FormatConfig()
 Q = 'Take the last letters of each word in "Mary Rosa" and concatenate them.'

@@ -64,8 +64,8 @@ def test_tiny_cpu_prints_json_lines_with_the_fields(tmp_path):
 
 
 def _examples(lengths):
-    from pst_distill.data import Example
-    from pst_distill.losses import ANSWER, IGNORE, NO_LOSS
+    from pst_distill.train.data import Example
+    from pst_distill.train.losses import ANSWER, IGNORE, NO_LOSS
 
     out = []
     for i, n in enumerate(lengths):

@@ -10,11 +10,15 @@ import pytest
 import torch
 from student_fixtures import FMT, assembled_rows, embeddings, items, settings, tiny_model_dir
 
-from pst_distill import losses, trainer
-from pst_distill.data import collate, encode_rows
+from pst_distill.train import loop, losses
+from pst_distill.train.data import effective_batches
+from pst_distill.train.bench import throughput
+from pst_distill.train.model import build_head
+from pst_distill.train.data import collate, encode_rows
 from pst_distill.io import read_json
-from pst_distill.pst_model import wrap_student
-from pst_distill.student import load_head, load_student
+from pst_distill.train.model import wrap_student
+from pst_distill.train.checkpoint import load_head
+from pst_distill.train.model import load_student
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +45,7 @@ def run(tmp_path, model_dir, data, method="pst", **over):
     its, emb = data
     s = settings(model_dir, method, **over)
     out, curve = tmp_path / "model", tmp_path / "loss.tsv"
-    res = trainer.train(assembled_rows(method, its), s, method, FMT, 0, out, curve, emb, "cpu")
+    res = loop.train(assembled_rows(method, its), s, method, FMT, 0, out, curve, emb, "cpu")
     return res, out, curve
 
 
@@ -120,23 +124,23 @@ def _micro(model_dir, data, method="pst", n=4, **over):
     torch.manual_seed(0)
     model, tok, _ = load_student(s, FMT.sem_token, "cpu")
     examples, _ = encode_rows(assembled_rows(method, its)[:n], tok, s.max_length, s.label_sem_token)
-    head = trainer.build_head(model, s, torch.from_numpy(emb))
+    head = build_head(model, s, torch.from_numpy(emb))
     return s, wrap_student(model, s, "cpu", head), tok, examples, torch.from_numpy(emb)
 
 
 def loss_of(pst, batches, s):
-    den = trainer.denominators(batches, s)
+    den = loop.denominators(batches, s)
     total = 0.0
     for b in batches:
         out = pst(b)
-        total = total + losses.combine(out["ce"], out["sem"], den, trainer.loss_weights(s))[0]
+        total = total + losses.combine(out["ce"], out["sem"], den, loop.loss_weights(s))[0]
     return total
 
 
 def test_semantic_target_reaches_the_loss(model_dir, data):
     s, pst, tok, examples, targets = _micro(model_dir, data)
     batch = collate(examples, tok.pad_token_id, targets)
-    assert trainer.denominators([batch], s).n_sem == len(examples)
+    assert loop.denominators([batch], s).n_sem == len(examples)
     loss_a = loss_of(pst, [batch], s)
     loss_b = loss_of(pst, [collate(examples, tok.pad_token_id, -targets)], s)
     assert not torch.allclose(loss_a, loss_b)
@@ -153,18 +157,18 @@ def test_accumulated_micro_batches_give_the_full_batch_loss(model_dir, data):
     want = loss_of(pst, [full], s)
     micro = [collate(examples[:1], tok.pad_token_id, targets),
              collate(examples[1:], tok.pad_token_id, targets)]
-    assert trainer.denominators(micro, s) == trainer.denominators([full], s)
+    assert loop.denominators(micro, s) == loop.denominators([full], s)
     assert torch.allclose(loss_of(pst, micro, s), want, atol=1e-5)
 
 
 def test_supervised_sem_token_is_its_own_loss_part(model_dir, data):
     s, pst, tok, examples, targets = _micro(model_dir, data, n=2)
     batch = collate(examples, tok.pad_token_id, targets)
-    den = trainer.denominators([batch], s)
+    den = loop.denominators([batch], s)
     assert den.n_sem_token == 2  # one labelled [SEM] per pst row, not counted as answer
     assert (batch["parts"] == losses.SEM).sum() == 2
     out = pst(batch)
-    w = trainer.loss_weights(s)
+    w = loop.loss_weights(s)
     loss, parts = losses.combine(out["ce"], out["sem"], den, w)
     assert float(parts["ce_sem_token"]) > 0
     off = losses.combine(out["ce"], out["sem"], den, replace(w, w_sem_token=0.0))[0]
@@ -197,10 +201,10 @@ def test_every_method_sees_the_same_questions_under_the_same_budget(tmp_path, mo
     seen = {}
     for method in ("step_by_step", "post_thinking"):
         s = settings(model_dir, method, steps=None, epochs=1.5, batch_size=2, grad_accum=2)
-        res = trainer.train(assembled_rows(method, its), s, method, FMT, 0, tmp_path / method / "m",
+        res = loop.train(assembled_rows(method, its), s, method, FMT, 0, tmp_path / method / "m",
                             tmp_path / method / "c.tsv", emb, "cpu")
         examples, _ = encode_rows(assembled_rows(method, its), res.tokenizer, s.max_length)
-        stream = islice(trainer.effective_batches(examples, s, 0), res.metrics["steps"])
+        stream = islice(effective_batches(examples, s, 0), res.metrics["steps"])
         seen[method] = res.metrics, [sorted(e.row_id for micro in eff for e in micro)
                                      for eff in stream]
     (sbs, sbs_ids), (post, post_ids) = seen["step_by_step"], seen["post_thinking"]
@@ -223,7 +227,7 @@ def test_one_row_methods_keep_the_shuffled_sequence_stream(model_dir, data):
             order += rng.permutation(len(examples)).tolist()
         chosen, order = sorted(order[:6], key=lambda i: len(examples[i])), order[6:]
         want.append([[examples[i] for i in chosen[j:j + 3]] for j in (0, 3)])
-    got = list(islice(trainer.effective_batches(examples, s, 0), 4))
+    got = list(islice(effective_batches(examples, s, 0), 4))
     assert [[[id(e) for e in m] for m in eff] for eff in got] == \
         [[[id(e) for e in m] for m in eff] for eff in want]
 
@@ -237,7 +241,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, model_dir, data
         return (loss * float("nan") if calls["n"] == 5 else loss), parts
 
     monkeypatch.setattr(losses, "combine", poisoned)
-    with pytest.raises(trainer.TrainingDiverged, match=r"step 5: loss is nan.*step 4"):
+    with pytest.raises(loop.TrainingDiverged, match=r"step 5: loss is nan.*step 4"):
         run(tmp_path, model_dir, data, steps=8, save_every=2)
     state = read_json(tmp_path / "model" / "train_state.json")
     assert state["step"] == 4
@@ -250,7 +254,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, model_dir, data
 def test_cuda_bf16_run_checkpoints_and_reloads(tmp_path, model_dir, data):
     its, emb = data
     s = settings(model_dir, "pst", finetune="lora", lora={"r": 4}, device="cuda")
-    res = trainer.train(assembled_rows("pst", its), s, "pst", FMT, 0, tmp_path / "m",
+    res = loop.train(assembled_rows("pst", its), s, "pst", FMT, 0, tmp_path / "m",
                         tmp_path / "c.tsv", emb, "cuda")
     assert res.metrics["bf16_autocast"] and res.metrics["final_loss"] == res.metrics["final_loss"]
     model, tok = reload(tmp_path / "m")
@@ -300,10 +304,10 @@ def test_throughput_counts_real_tokens_and_packing_drops_the_padding(model_dir, 
         torch.manual_seed(0)
         student = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         student.resize_token_embeddings(len(tok))
-        results[packing] = trainer.throughput(wrap_student(student, s, "cpu"), examples, s, 2,
+        results[packing] = throughput(wrap_student(student, s, "cpu"), examples, s, 2,
                                               pad_id=tok.pad_token_id, warmup=1)
     plain, packed = results[False], results[True]
     assert plain["tokens"] == packed["tokens"] == sum(
-        len(e) for eff in islice(trainer.effective_batches(examples, s, 0), 1, 3) for m in eff for e in m)
+        len(e) for eff in islice(effective_batches(examples, s, 0), 1, 3) for m in eff for e in m)
     assert packed["padded_tokens"] < plain["padded_tokens"] and plain["tokens_per_s"] > 0
     assert packed["final_loss"] == pytest.approx(plain["final_loss"], rel=1e-5)

@@ -4,13 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from pst_distill.config import ConfigError, load_section, parse_section
+from pst_distill.config.sections import load_section, parse
+from pst_distill.config.base import ConfigError
 
 PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 
 
 def test_methods_merge_defaults_and_take_method_loss_defaults():
-    cfg = parse_section("train", {"defaults": {"steps": 5, "lora": {"r": 4}},
+    cfg = parse("train", {"defaults": {"steps": 5, "lora": {"r": 4}},
                                   "methods": {"pst": {"lr": 0.01, "lora": {"alpha": 8}},
                                               "step_by_step": {}, "answer_only": None}})
     pst, sbs = cfg.methods["pst"], cfg.methods["step_by_step"]
@@ -21,7 +22,7 @@ def test_methods_merge_defaults_and_take_method_loss_defaults():
 
 
 def test_sem_weight_is_lambda_of_pst_only():
-    cfg = parse_section("train", {"sem": {"weight": 0.5, "loss": "infonce"},
+    cfg = parse("train", {"sem": {"weight": 0.5, "loss": "infonce"},
                                   "methods": {"pst": {}, "post_thinking": {}}})
     assert cfg.methods["pst"].loss.w_sem == 0.5
     assert cfg.methods["post_thinking"].loss.w_sem == 0.0
@@ -54,7 +55,7 @@ def test_sem_weight_is_lambda_of_pst_only():
 ])
 def test_bad_train_params_name_the_key(raw, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
-        parse_section("train", raw)
+        parse("train", raw)
 
 
 def test_shipped_params_validate():
@@ -64,22 +65,22 @@ def test_shipped_params_validate():
     for section in ("evaluate", "report"):
         load_section(PARAMS, section)
     with pytest.raises(ConfigError, match="evaluate.max_itmes: unknown key"):
-        parse_section("evaluate", {"max_itmes": 3})
+        parse("evaluate", {"max_itmes": 3})
 
 
 def test_scale_defaults_keep_the_plain_single_process_float32_run():
-    pst = parse_section("train", {"methods": {"pst": {}}}).methods["pst"]
+    pst = parse("train", {"methods": {"pst": {}}}).methods["pst"]
     assert (pst.cpu_bf16, pst.packing, pst.compile, pst.liger, pst.gradient_checkpointing) == (
         False, False, False, False, False)
     assert (pst.distributed.processes, pst.distributed.fsdp, pst.loss.w_sem_token) == (1, False, 1.0)
 
 
 def test_budget_in_epochs_or_steps_and_a_method_budget_replaces_the_default():
-    cfg = parse_section("train", {"defaults": {"epochs": 2},
+    cfg = parse("train", {"defaults": {"epochs": 2},
                                   "methods": {"pst": {"steps": 6}, "step_by_step": {}}})
     assert (cfg.defaults.steps, cfg.defaults.epochs) == (None, 2.0)
     assert (cfg.methods["pst"].steps, cfg.methods["pst"].epochs) == (6, None)
     assert (cfg.methods["step_by_step"].steps, cfg.methods["step_by_step"].epochs) == (None, 2.0)
-    plain = parse_section("train", {"methods": {"pst": {"epochs": 1.5}}, "defaults": {"steps": 9}})
+    plain = parse("train", {"methods": {"pst": {"epochs": 1.5}}, "defaults": {"steps": 9}})
     assert (plain.methods["pst"].steps, plain.methods["pst"].epochs) == (None, 1.5)
-    assert parse_section("train", {"methods": {"pst": {}}}).methods["pst"].steps == 100
+    assert parse("train", {"methods": {"pst": {}}}).methods["pst"].steps == 100

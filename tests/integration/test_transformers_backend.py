@@ -2,8 +2,8 @@
 
 import pytest
 
-from pst_distill.config import TeacherConfig
-from pst_distill.teacher import generate_rationales, make_backend
+from pst_distill.config.teacher import TeacherConfig
+from pst_distill.teacher.generate import generate_rationales, make_backend
 from pst_distill.teacher.transformers_backend import trim_completion
 
 pytestmark = pytest.mark.slow

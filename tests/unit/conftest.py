@@ -23,4 +23,4 @@ def no_model_loads(monkeypatch):
         raise AssertionError("a unit test loads a model; move it to tests/integration")
 
     monkeypatch.setattr("pst_distill.models.packaged_model_dir", refuse)
-    monkeypatch.setattr("pst_distill.embed.load_embedder", refuse)
+    monkeypatch.setattr("pst_distill.embed.encode.load_embedder", refuse)

@@ -7,10 +7,13 @@ import re
 
 import pytest
 
-from pst_distill.assemble import assemble, build_rows, build_targets, cap_per_task, write_datasets
-from pst_distill.config import AssembleConfig, ConfigError, FormatConfig, parse_section
-from pst_distill.corrupt import NUMBER, corrupt_records, shift_numbers, swap_entities
-from pst_distill.formats import METHODS
+from pst_distill.assemble.build import assemble, build_rows, build_targets, cap_per_task, write_datasets
+from pst_distill.config.sections import parse
+from pst_distill.config.assemble import AssembleConfig
+from pst_distill.config.base import ConfigError
+from pst_distill.config.common import FormatConfig
+from pst_distill.assemble.corrupt import NUMBER, corrupt_records, shift_numbers, swap_entities
+from pst_distill.methods import METHODS
 from pst_distill.io import content_hash, read_jsonl
 
 FMT = FormatConfig()
@@ -136,7 +139,9 @@ def test_corrupted_identically_for_all_methods():
                  for m, rows in data.items()}
     assert rationale["pst"] == rationale["post_thinking"] == rationale["step_by_step"]
     flagged = {m: {r["key"] for r in rows if r["corrupted"]} for m, rows in data.items()}
-    assert all(f == flagged["pst"] for f in flagged.values()) and len(flagged["pst"]) == 15
+    # adaptive leaves its held-out questions out (assemble.holdout_per_task), the rest alike
+    assert all(f == flagged["pst"] for m, f in flagged.items() if m != "adaptive")
+    assert flagged["adaptive"] <= flagged["pst"] and len(flagged["pst"]) == 15
     assert stats["corrupted"] == 15
 
 
@@ -247,11 +252,11 @@ def test_numbers_shortfall_reported():
 ])
 def test_assemble_config_rejects(raw, match):
     with pytest.raises(ConfigError, match=match):
-        parse_section("assemble", raw)
+        parse("assemble", raw)
 
 
 def test_assemble_config_defaults():
-    cfg = parse_section("assemble", {})
+    cfg = parse("assemble", {})
     assert cfg.methods == list(METHODS) and cfg.corrupt_frac == 0.0 and cfg.max_per_task is None
     assert cfg.semantic_target == "seen"
     assert json.dumps(cfg.model_dump())  # logged by runtime.setup
@@ -259,7 +264,8 @@ def test_assemble_config_defaults():
 
 def test_adaptive_holdout_is_left_out_of_adaptive_only():
     recs = _records(10)
-    data, _, stats, held = assemble(recs, _cfg(methods=["pst", "adaptive"]), FMT, 0, holdout_per_task=3)
+    data, _, stats, held = assemble(recs, _cfg(methods=["pst", "adaptive"], holdout_per_task=3),
+                                    FMT, 0)
     held_ids = {h["id"] for h in held}
     assert len(held) == 9 and stats["adaptive_holdout"] == 9
     assert {h["task"] for h in held} == {"arith", "letters", "coin"}
@@ -267,5 +273,6 @@ def test_adaptive_holdout_is_left_out_of_adaptive_only():
     assert held_ids <= {r["id"] for r in data["pst"]}
     assert len(data["adaptive"]) == 2 * (30 - 9)
     assert set(held[0]) == {"id", "task", "question", "answer", "answer_type"}
-    _, _, _, again = assemble(list(reversed(recs)), _cfg(methods=["adaptive"]), FMT, 0, 3)
+    _, _, _, again = assemble(list(reversed(recs)), _cfg(methods=["adaptive"], holdout_per_task=3),
+                              FMT, 0)
     assert {h["id"] for h in again} == held_ids  # by id hash, not file order

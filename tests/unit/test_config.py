@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pst_distill.config import ConfigError, load_params, load_section, parse_section
-from pst_distill.model_ids import ModelIdError, check_model_id
+from pst_distill.config.sections import check_file, load_section, parse
+from pst_distill.config.base import ConfigError
+from pst_distill.config.machine import ModelIdError, check_model_id
 
 GOOD = {
     "common": {"seed": 1},
@@ -91,26 +92,26 @@ def test_task_without_that_source(tmp_path):
 ])
 def test_format_delimiters_must_not_overlap(fmt, key):
     with pytest.raises(ConfigError, match=r"common\.format: " + key.replace("(", r"\(")):
-        parse_section("common", {"format": fmt})
+        parse("common", {"format": fmt})
 
 
 def test_distinct_custom_delimiters_load():
-    fmt = parse_section("common", {"format": {"answer_prefix": "Final answer:",
+    fmt = parse("common", {"format": {"answer_prefix": "Final answer:",
                                               "rationale_prefix": "Why:", "sem_token": "<sem>"}}).format
     assert (fmt.answer_prefix, fmt.rationale_prefix, fmt.sem_token) == ("Final answer:", "Why:", "<sem>")
 
 
 def test_n_null_means_all_items_of_a_hub_dataset_only():
-    hub = parse_section("prepare", {"tasks": [{"name": "gsm8k", "source": "hub", "n": None}]})
+    hub = parse("prepare", {"tasks": [{"name": "gsm8k", "source": "hub", "n": None}]})
     assert hub.tasks[0].n is None
     with pytest.raises(ConfigError, match=r"prepare\.tasks\.0\.n: null \(all items\) applies to hub "
                                           r"datasets; an offline generator needs a count"):
-        parse_section("prepare", {"tasks": [{"name": "coin_flip", "n": None}]})
+        parse("prepare", {"tasks": [{"name": "coin_flip", "n": None}]})
 
 
 def test_options_errors_name_their_path_and_the_tasks_keys():
     with pytest.raises(ConfigError) as err:
-        parse_section("prepare", {"tasks": [
+        parse("prepare", {"tasks": [
             {"name": "coin_flip", "options": {"k": 3}},
             {"name": "multistep_arithmetic", "options": {"steps": 0, "max_vaule": 9}},
             {"name": "gsm_symbolic", "options": {"k": 1}},
@@ -136,41 +137,51 @@ def test_options_errors_name_their_path_and_the_tasks_keys():
 ])
 def test_semantic_loss_needs_something_to_pool(train, error):
     with pytest.raises(ConfigError, match=error):
-        parse_section("train", train)
+        parse("train", train)
 
 
 def test_semantic_loss_where_it_has_a_target():
-    cfg = parse_section("train", {"sem": {"pooling": "rationale_mean", "weight": 0.5},
+    cfg = parse("train", {"sem": {"pooling": "rationale_mean", "weight": 0.5},
                                   "methods": {"post_thinking": {"loss": {"w_sem": 0.5}}, "pst": {}}})
     assert cfg.methods["post_thinking"].loss.w_sem == cfg.methods["pst"].loss.w_sem == 0.5
-    assert parse_section("train", {"methods": {"pst": {}}}).methods["pst"].loss.w_sem == 1.0
+    assert parse("train", {"methods": {"pst": {}}}).methods["pst"].loss.w_sem == 1.0
 
 
 def test_trained_methods_must_be_assembled(tmp_path):
     params = {"common": {}, "assemble": {"methods": ["answer_only", "pst"]},
               "train": {"methods": {"pst": {}, "post_thinking": {}, "step_by_step": {}}}}
     with pytest.raises(ConfigError) as err:
-        load_params(write(tmp_path, params))
+        load_section(write(tmp_path, params), "train")
     assert str(err.value).splitlines()[1:] == [
         f"  train.methods.{m}: assemble.methods does not build this method's data "
         "(assemble.methods: answer_only, pst)" for m in ("post_thinking", "step_by_step")]
     del params["assemble"]  # absent: assemble builds every method
-    assert set(load_params(write(tmp_path, params)).get("train").methods) == {
+    assert set(load_section(write(tmp_path, params), "train")[1].methods) == {
         "pst", "post_thinking", "step_by_step"}
 
 
-def test_every_stage_sees_every_sections_errors_at_once(tmp_path):
+def test_a_stage_reads_common_and_its_own_section_only(tmp_path):
     params = {"common": {"seed": -1}, "report": {"smooth": 0},
               "prepare": GOOD["prepare"], "teacher": {"temprature": 1}}
-    for section in ("prepare", "report"):
-        with pytest.raises(ConfigError) as err:
-            load_section(write(tmp_path, params), section)
-        text = str(err.value)
-        assert all(k in text for k in ("common.seed", "report.smooth", "teacher.temprature"))
+    with pytest.raises(ConfigError) as err:
+        load_section(write(tmp_path, params), "report")
+    text = str(err.value)
+    assert "common.seed" in text and "report.smooth" in text and "teacher" not in text
+    params["common"]["seed"] = 1
+    load_section(write(tmp_path, params), "prepare")  # the teacher's typo is not its business
+
+
+def test_check_file_sees_every_sections_errors_at_once(tmp_path):
+    params = {"common": {"seed": -1}, "report": {"smooth": 0},
+              "prepare": GOOD["prepare"], "teacher": {"temprature": 1}}
+    with pytest.raises(ConfigError) as err:
+        check_file(write(tmp_path, params), machine=False)
+    text = str(err.value)
+    assert all(k in text for k in ("common.seed", "report.smooth", "teacher.temprature"))
 
 
 def test_unknown_method_of_a_stage():
-    cfg = parse_section("train", {"methods": {"pst": {}, "answer_only": {}}})
+    cfg = parse("train", {"methods": {"pst": {}, "answer_only": {}}})
     assert cfg.settings_for("pst") is cfg.methods["pst"]
     with pytest.raises(ConfigError, match="method 'pre_thinking' is not under train.methods; "
                                           "allowed: pst, answer_only"):
@@ -181,14 +192,14 @@ def test_malformed_yaml(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("common: {seed: [1\n")
     with pytest.raises(ConfigError, match="is not valid YAML"):
-        load_params(path)
+        check_file(path)
 
 
 # ------------------------------------- what the stage needs from the machine
 def test_cuda_without_cuda_is_refused_naming_the_key(tmp_path):
-    from pst_distill.config import _no_cuda  # cheap: a CPU-only torch build is not imported
+    from pst_distill.config.machine import no_cuda  # cheap: a CPU torch build is not imported
 
-    if not _no_cuda():
+    if not no_cuda():
         pytest.skip("this machine has CUDA")
     params = {"common": {}, "evaluate": {"device": "cuda"}, "embed": {"device": "cuda"},
               "teacher": {"backend": "transformers", "device": "cuda"},
@@ -197,8 +208,8 @@ def test_cuda_without_cuda_is_refused_naming_the_key(tmp_path):
                          ("teacher", "teacher.device"), ("train", "train.methods.pst.device")]:
         with pytest.raises(ConfigError, match=rf"{key}: 'cuda' but torch sees no CUDA device"):
             load_section(write(tmp_path, params), section)
-    params["teacher"]["backend"] = "vllm"  # vllm places itself; its device key is not read
-    load_params(write(tmp_path, params))
+    params["teacher"]["backend"] = "openai"  # a server places itself: its device key is not read
+    load_section(write(tmp_path, params), "teacher")
 
 
 def saved_model(folder: Path, files=("config.json",)) -> Path:

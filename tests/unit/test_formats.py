@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pst_distill.config import FormatConfig
-from pst_distill.formats import (METHODS, control_tokens, inference_prompt, stop_strings,
-                                 training_sequences)
+from pst_distill.config.common import FormatConfig
+from pst_distill.formats import control_tokens, inference_prompt, stop_strings, training_sequences
+from pst_distill.methods import METHODS
 
 FMT = FormatConfig()
 Q = "Rosa has 45 stickers. Rosa gets 8 more. How many stickers does Rosa have now?"

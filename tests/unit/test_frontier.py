@@ -7,13 +7,12 @@ import json
 
 import pytest
 
-from pst_distill.config import ReportConfig
-from pst_distill.frontier import (ORACLE_LABEL, frontier_points, kind_of, plot_frontier,
-                                  split_analysis, think_share_table, think_shares)
+from pst_distill.config.report import ReportConfig
+from pst_distill.report.frontier import ORACLE_LABEL, frontier_points, kind_of, split_analysis, think_share_table, think_shares
+from pst_distill.report.plots import plot_frontier
 from pst_distill.io import write_jsonl, write_text
-from pst_distill.report import Inputs, Outputs, build_report, load_predictions, regroup
-from pst_distill.report_tables import (build_arrays, comparison_pairs, method_order,
-                                       overall_correct)
+from pst_distill.report.build import Inputs, Outputs, build_report, load_predictions, regroup
+from pst_distill.report.tables import build_arrays, comparison_pairs, method_order, overall_correct
 
 GOLD = {"coin_flip": ["yes", "no", "yes", "no"], "arith": ["1", "2", "3", "4"]}
 TYPE = {"coin_flip": "yes-no", "arith": "number"}
@@ -105,7 +104,7 @@ def built(tmp_path_factory):
 
 def test_rows_are_regrouped_by_their_method_in_report_order(built):
     inputs, _, _ = built
-    predictions, notes = load_predictions(inputs.predictions)
+    predictions, notes, _ = load_predictions(inputs.predictions)
     sweep = ["adaptive:confidence@0.25", "adaptive:confidence@0.50", "adaptive:confidence@0.75"]
     assert list(predictions) == ["answer_only", "pre_thinking", *ROUTERS, *sweep, "adaptive:oracle"]
     assert not notes and all(list(by_seed) == [1, 2] for by_seed in predictions.values())
@@ -177,7 +176,7 @@ def test_sweep_sorted_by_tokens_and_oracle_in_summary(built):
 
 def test_a_point_is_the_hand_computed_mean(built):
     inputs, _, _ = built
-    predictions, _ = load_predictions(inputs.predictions)
+    predictions, _, _ = load_predictions(inputs.predictions)
     points = {p.method: p for p in frontier_points(build_arrays(predictions), predictions, 200)}
     # confidence router over 2 seeds: coin 0-1 fast (right 2 + 1), 2-3 think (right 4);
     # arith 0 fast (right 2), 1-3 think (right on 1-2: 4) -> 13 of 16
@@ -221,8 +220,8 @@ def test_method_order_and_a_table_without_routers(tmp_path):
 
 
 def test_target_line_says_whether_a_router_matches_pre_thinking_at_a_third_of_its_tokens():
-    from pst_distill.frontier import Point, target_line
-    from pst_distill.stats import Interval
+    from pst_distill.report.frontier import Point, target_line
+    from pst_distill.report.stats import Interval
 
     def point(method, kind, acc, tokens):
         return Point(method, kind, Interval(acc, acc - 0.1, acc + 0.1, 2, 20, "bootstrap"), tokens, 0.1,

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from pst_distill.config import TaskSpec
+from pst_distill.config.prepare import TaskSpec
 from pst_distill.tasks import build_task, split_records
 from pst_distill.tasks.records import is_test, make_record
 

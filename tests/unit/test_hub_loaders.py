@@ -7,9 +7,11 @@ import json
 
 import pytest
 
-from pst_distill.config import ConfigError, TaskSpec, parse_section
+from pst_distill.config.sections import parse
+from pst_distill.config.base import ConfigError
+from pst_distill.config.prepare import TaskSpec
 from pst_distill.tasks.hub import HUB_TASKS, load_hub_task, read_hub_task
-from pst_distill.tasks.names import HUB, TASK_NAMES
+from pst_distill.config.prepare import HUB, TASK_NAMES
 
 
 @pytest.fixture(autouse=True)
@@ -386,5 +388,5 @@ def test_local_file_revision_is_its_sha256(tmp_path):
 def test_data_files_outside_data_raw_is_refused(path):
     with pytest.raises(ConfigError, match=r"prepare\.tasks\.0\.data_files: must be a path "
                        r"under data/raw/.*dvc add data/raw/"):
-        parse_section("prepare", {"tasks": [{"name": "gsm8k", "source": "hub",
+        parse("prepare", {"tasks": [{"name": "gsm8k", "source": "hub",
                                              "data_files": path}]})

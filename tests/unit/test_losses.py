@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pst_distill import losses
-from pst_distill.losses import ANSWER, IGNORE, NO_LOSS, RATIONALE, Denominators, LossWeights
+from pst_distill.train import losses
+from pst_distill.train.model import SemanticHead
+from pst_distill.train.losses import ANSWER, Denominators, IGNORE, LossWeights, NO_LOSS, RATIONALE
 
 B, T, V = 4, 9, 11
 
@@ -118,7 +119,7 @@ def test_pooling_picks_sem_state_and_rationale_mean():
 @pytest.mark.parametrize("kind", ["cosine", "mse", "infonce"])
 def test_gradient_flows_to_the_head_and_hidden_state(kind):
     torch.manual_seed(0)
-    head = losses.SemanticHead(8, 16, 5)
+    head = SemanticHead(8, 16, 5)
     hidden = torch.randn(3, 4, 8, requires_grad=True)
     parts = torch.tensor([[0, 1, 2, 2]] * 3)
     pooled = losses.pool_hidden(hidden, "sem_token", torch.tensor([1, 2, 3]), parts)

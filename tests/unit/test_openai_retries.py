@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from pst_distill.config import TeacherConfig
+from pst_distill.config.teacher import TeacherConfig
 from pst_distill.teacher.base import Request, Sampling, TeacherUnavailable
 from pst_distill.teacher.openai_backend import OpenAIBackend
 

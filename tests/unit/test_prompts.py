@@ -3,10 +3,11 @@ questions outside the pool changes no prompt, and so no teacher cache key."""
 
 from __future__ import annotations
 
-from pst_distill.config import TaskSpec, TeacherConfig
-from pst_distill.prompts import pick_shots, shot_pools, shot_rank
+from pst_distill.config.prepare import TaskSpec
+from pst_distill.config.teacher import TeacherConfig
+from pst_distill.teacher.prompts import pick_shots, shot_pools, shot_rank
 from pst_distill.tasks import build_task
-from pst_distill.teacher import build_requests, sampling_from
+from pst_distill.teacher.generate import build_requests, sampling_from
 from pst_distill.teacher.reference import ReferenceBackend
 
 SEED, N_SHOTS = 3, 2

@@ -7,10 +7,13 @@ import json
 
 import pytest
 
-from pst_distill.config import ReportConfig
+from pst_distill.config.report import ReportConfig
 from pst_distill.io import write_json, write_jsonl, write_text
-from pst_distill.report import (Inputs, Outputs, build_report, final_parts, mean_curve,
-                                moving_average, parse_run)
+from pst_distill.report.build import Inputs, Outputs, build_report, parse_run
+from pst_distill.config.sections import parse
+from pst_distill.report.plots import mean_curve, moving_average
+from pst_distill.train.metrics import LOGGED, run_metrics, split_metrics
+from pst_distill.train.state import RunState
 
 COIN = ["yes"] * 6 + ["no"] * 4  # test gold: best constant "yes" = 0.6
 TRAIN_COIN = ["yes"] * 3 + ["no"] * 7  # majority of train "no": 0.4 on the test
@@ -44,6 +47,20 @@ def answer_only_rows(seed):
 ROWS = {"pst": pst_rows, "answer_only": answer_only_rows}
 
 
+def train_metrics(seed: int, tokens_per_s: float) -> dict:
+    """What train_student declares for a 2-step pst run, made by the trainer's own functions
+    (so the report reads the keys the trainer writes: a renamed key fails here)."""
+    settings = parse("train", {"methods": {"pst": {}}}).methods["pst"]
+    curve = [{"step": step, **dict.fromkeys(LOGGED, 0.0), "loss": loss, "ce_answer": ce,
+              "grad_norm": 1.0, "lr": 0.1, "tokens": 32 * step}
+             for step, loss, ce in ((1, 3.0, 2.0), (2, float(seed), seed / 2))]
+    run = RunState(step=2, tokens=64, sequences=64, questions=64,
+                   loop_seconds=64 / tokens_per_s, curve=curve)
+    metrics = run_metrics(run, settings, "pst", 0, {}, 1.0)
+    metrics.update(epochs=0.5)  # as the loop adds it
+    return split_metrics({**metrics, "seed": seed})[0]
+
+
 def make_tree(tmp_path, runs):
     """The report's inputs on disk for ``runs`` = [(method, seed)]; returns (Inputs, Outputs)."""
     for method, seed in runs:
@@ -56,9 +73,7 @@ def make_tree(tmp_path, runs):
                 [{"id": f"c{i}", "task": "coin_flip", "answer": a} for i, a in enumerate(COIN + ["yes"] * 5)]
                 + [{"id": f"m{i}", "task": "multistep_arithmetic", "answer": a} for i, a in enumerate(ARITH)])
     for seed, tps in ((1, 100.0), (2, 200.0)):
-        write_json(tmp_path / "train" / f"pst-{seed}.json",
-                   {"method": "pst", "final_loss": 9.0, "tokens_per_s": tps, "questions_seen": 64,
-                    "sequences_seen": 64})
+        write_json(tmp_path / "train" / f"pst-{seed}.json", train_metrics(seed, tps))
         write_text(tmp_path / "curves" / f"pst-{seed}.tsv",
                    f"step\tloss\tce_answer\tlr\n1\t3.0\t2.0\t0.1\n2\t{seed}.0\t{seed / 2}\t0.1\n")
     inputs = Inputs(tmp_path / "pred", tmp_path / "train.jsonl", tmp_path / "test.jsonl",
@@ -115,9 +130,12 @@ def test_markdown_sections_and_tables(full):
     assert "| majority of train | 0.400 [" in md and "(no) |" in md and "(yes) |" in md
     assert "| pst − answer_only |" in md
     assert "| answer_only | 2 | 2.0 | 0.050 | 0.444 |" in md and "| pst | 2 | 4.0 | 0.100 | 0.000 |" in md
-    # training: means over the two seeds; final loss parts from the curves' last rows
-    assert "| method | seeds | final loss | final ce_answer | tokens/s | questions seen |" in md
-    assert "| pst | 2 | 1.5000 | 0.7500 | 150 | 64 | 64 | – |" in md
+    # training: means over the two seeds of the trainer's final parts (the mean of each
+    # run's last steps: (3 + seed) / 2 and (2 + seed / 2) / 2), throughput and data seen
+    assert ("| method | seeds | final loss | final ce_answer | final ce_rationale | "
+            "final ce_sem_token | final ce_think | final sem | tokens/s | questions seen | "
+            "sequences seen | epochs |") in md
+    assert "| pst | 2 | 2.2500 | 1.3750 | 0.0000 | 0.0000 | 0.0000 | 0.0000 | 150 | 64 | 64 | 0.50 |" in md
     assert "](accuracy.png)" in md and "](loss.png)" in md
 
 
@@ -156,11 +174,13 @@ def test_parse_run_names():
     assert parse_run("pst") is None and parse_run("-3") is None
 
 
-def test_final_parts_prefers_metrics_parts_then_curve():
-    curve = [{"step": 1.0, "loss": 2.0, "ce_answer": 1.0, "sem": 0.5, "lr": 0.1, "tokens": 9.0}]
-    assert final_parts({"final_loss": 2.0}, curve) == {"loss": 2.0, "ce_answer": 1.0, "sem": 0.5}
-    assert final_parts({"final_loss_parts": {"answer": 1.0}}, curve) == {"answer": 1.0}
-    assert final_parts({"final_loss": 2.0}, []) == {"loss": 2.0}
+def test_training_metrics_without_a_compared_key_are_an_error(tmp_path):
+    inputs, outputs = make_tree(tmp_path, BOTH)
+    metrics = json.loads((tmp_path / "train" / "pst-2.json").read_text())
+    del metrics["tokens_per_s"]
+    write_json(tmp_path / "train" / "pst-2.json", metrics)
+    with pytest.raises(ValueError, match=r"pst-2.json: training metrics lack tokens_per_s"):
+        build_report(inputs, outputs, CFG)
 
 
 def test_mean_curve_over_seeds_and_moving_average():

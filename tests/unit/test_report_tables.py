@@ -4,9 +4,7 @@ import re
 
 import pytest
 
-from pst_distill.report_tables import (accuracy_table, baseline_table, build_arrays,
-                                       comparison_pairs, comparison_report, histogram_tables,
-                                       paired_table)
+from pst_distill.report.tables import accuracy_table, baseline_table, build_arrays, comparison_pairs, comparison_report, histogram_tables, paired_table
 
 COIN = ["yes"] * 14 + ["no"] * 6  # 20 yes-no questions
 ARITH = [str(i % 4) for i in range(12)]  # 12 number questions

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from pst_distill.config import AdaptiveConfig, PerceptionRouter
-from pst_distill.routing import (ORACLE, adaptive_metrics, choose_tau, fit_perception, fit_routers,
-                                 oracle_decisions, route, routed_predictions, router_summary)
+from pst_distill.config.adaptive import AdaptiveConfig, PerceptionRouter
+from pst_distill.evaluate.routing import (ORACLE, choose_tau, fit_perception, fit_routers,
+                                         oracle_decisions, route, route_rows, routed_predictions)
+from pst_distill.io import encode_f32
+from pst_distill.scoring import by_task, figures
 
 
 def _row(i: int, ok: bool, tokens: int, seconds: float, task: str = "t", conf: float = 0.5) -> dict:
@@ -101,11 +103,33 @@ def test_routed_predictions_cover_every_router_and_sweep_point():
     assert all([r["id"] for r in rs] == ["q0", "q1", "q2"] for rs in by.values())
     assert [r["mode"] for r in by["adaptive:confidence"]] == ["fast", "think", "fast"]
     assert [r["mode"] for r in by[f"adaptive:{ORACLE}"]] == ["fast", "think", "think"]
-    summary = router_summary(rows)
-    assert set(summary) == {"always_fast", "always_think", "confidence", "perception", ORACLE}
-    assert summary[ORACLE]["accuracy_flexible"] == 1.0
-    assert summary["confidence"]["think_share"] == pytest.approx(1 / 3, abs=1e-4)
-    assert summary["confidence"]["tasks"]["b"]["think_share"] == 0.0
-    assert summary["always_think"]["generated_tokens_per_question"] == 60
-    metrics = adaptive_metrics({"routers": summary, "fit": info}, seed=3)
-    assert ORACLE not in metrics["routers"] and metrics["tau"] == 0.5 and metrics["seed"] == 3
+    assert figures(by[f"adaptive:{ORACLE}"])["accuracy_flexible"] == 1.0
+    assert figures(by["adaptive:confidence"])["think_share"] == pytest.approx(1 / 3)
+    assert by_task(by["adaptive:confidence"])["b"]["think_share"] == 0.0
+    assert figures(by["adaptive:always_think"])["generated_tokens_per_question"] == 60
+
+
+def file_rows(modes: dict, split: str) -> list[dict]:
+    """The rows evaluate_student writes for adaptive (evaluate.modes.mode_rows)."""
+    rows = []
+    for i, (fast, think) in enumerate(zip(modes["fast"], modes["think"])):
+        rows += [{**fast, "mode": "fast", "split": split,
+                  "features": encode_f32(modes["features"][i].numpy()),
+                  "feature_seconds": modes["feature_seconds"]},
+                 {**think, "mode": "think", "split": split}]
+    return rows
+
+
+def test_routing_the_evaluated_rows_equals_routing_in_memory():
+    """The report routes what evaluate_student wrote: the same decisions and rows."""
+    cfg = AdaptiveConfig(confidence={"sweep": [0.0, 0.5, 1.0]}, perception={"epochs": 5})
+    feats = torch.tensor([[1.0, 0.5, 0], [-1, 0.25, 0], [1, 0, 0.125], [-1, 0, 0]])
+    held = _modes([True, False, True, False], [True, True, False, True], [0.9, 0.1, 0.8, 0.2], feats)
+    test = _modes([True, False, False], [False, True, True], [0.9, 0.3, 0.6], feats[:3])
+    fitted, info = fit_routers(held, cfg, seed=0)
+    expected = routed_predictions(test, fitted, cfg)
+    rows, fit = route_rows(file_rows(held, "holdout") + file_rows(test, "test"), cfg, seed=0)
+    assert rows == expected and fit["tau"] == info["tau"]
+    assert not any(k in r for r in rows for k in ("split", "features", "feature_seconds"))
+    with pytest.raises(ValueError, match="the test questions lack one of the modes"):
+        route_rows(file_rows(held, "holdout") + file_rows(test, "test")[:-1], cfg, seed=0)

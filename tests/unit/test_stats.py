@@ -3,9 +3,7 @@
 import numpy as np
 import pytest
 
-from pst_distill.stats import (accuracy_interval, aligned_by_task, as_matrix,
-                               best_constant_baseline, check_aligned, label_histogram,
-                               majority_baseline, paired_difference, wilson)
+from pst_distill.report.stats import accuracy_interval, aligned_by_task, as_matrix, best_constant_baseline, check_aligned, label_histogram, majority_baseline, paired_difference, wilson
 
 N_BOOT = 1000
 

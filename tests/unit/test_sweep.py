@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pst_distill.sweep import (SweepError, accuracy_curves, collect_points, grid_override, main,
-                               markdown, sweep_overrides)
+from pst_distill.__main__ import main
+from pst_distill.report.sweep import (SweepError, accuracy_curves, collect_points,
+                                      failed_experiments, grid_override, markdown,
+                                      sweep_overrides)
 
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = ("coin_flip", "multistep_arithmetic")
@@ -158,20 +160,29 @@ def test_main_writes_report_and_plot(tmp_path, capsys):
     show = tmp_path / "show.json"
     show.write_text(json.dumps(exp_show(exp("s-1", 0), exp("s-2", 0.25), exp("s-3", 0.5))))
     out, png = tmp_path / "r" / "robustness.md", tmp_path / "r" / "robustness.png"
-    assert main(["report", "--exp-show", str(show), "--prefix", "s", "--out", str(out),
-                 "--plot", str(png)]) == 0
+    assert main(["sweep", "collect", "s", "--exp-show", str(show), "--out-dir",
+                 str(tmp_path / "r")]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "(robustness.png)" in out.read_text()
-    assert main(["report", "--exp-show", str(show), "--prefix", "nope", "--out", str(out),
-                 "--plot", str(png)]) == 2
+    assert main(["sweep", "collect", "nope", "--exp-show", str(show), "--out-dir",
+                 str(tmp_path / "r")]) == 2
     assert "error: no experiment named nope" in capsys.readouterr().err
 
 
 def test_main_prints_the_overrides(tmp_path, capsys):
     params = tmp_path / "params.yaml"
     shutil.copy(ROOT / "params.yaml", params)
-    assert main(["overrides", "--params", str(params), "--fractions", "0,0.5"]) == 0
+    assert main(["sweep", "overrides", "--params", str(params), "--fractions", "0,0.5"]) == 0
     assert capsys.readouterr().out.split() == ["assemble.corrupt_frac=0,0.5",
                                                "~train.methods.answer_only",
                                                "~train.methods.step_by_step",
                                                "~train.methods.adaptive"]
-    assert main(["overrides", "--params", str(params), "--methods", "pst,cot"]) == 2
+    assert main(["sweep", "overrides", "--params", str(params), "--methods", "pst,cot"]) == 2
+
+
+def test_failed_experiments_of_the_sweep_only():
+    status = ("Task     Name        Created    Status\n"
+              "a1b2c3d  rob-1       10:01 AM   Success\n"
+              "d4e5f6a  rob-2       10:02 AM   Failed\n"
+              "0a1b2c3  other-1     09:00 AM   Failed\n"
+              "9f8e7d6  rob         10:03 AM   Failed\n")
+    assert failed_experiments(status, "rob") == ["rob-2", "rob"]

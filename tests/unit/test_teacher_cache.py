@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from pst_distill.config import TeacherConfig
-from pst_distill.teacher import generate_rationales
+from pst_distill.config.teacher import TeacherConfig
+from pst_distill.teacher.generate import generate_rationales
 from pst_distill.teacher.base import Completion
 from pst_distill.teacher.cache import GenerationCache
 from pst_distill.teacher.reference import ReferenceBackend

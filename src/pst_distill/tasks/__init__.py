@@ -1,13 +1,14 @@
-"""Task registry: builds the records of each configured task, offline or from the hub."""
+"""The prepare wing: builds the records of each configured task, offline or from the hub,
+and splits them into train and test by id hash."""
 
 from __future__ import annotations
 
 import logging
 import random
 
+from pst_distill.config.prepare import HUB, OFFLINE, TASK_NAMES
 from pst_distill.io import content_hash
 from pst_distill.tasks.generators import GENERATORS
-from pst_distill.tasks.names import HUB, OFFLINE, TASK_NAMES
 from pst_distill.tasks.records import is_test, make_record
 
 __all__ = ["TASK_NAMES", "build_task", "load_task", "split_records", "make_record"]

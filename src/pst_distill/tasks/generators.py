@@ -11,8 +11,8 @@ import random
 import re
 from typing import Callable, Iterator
 
-from pst_distill.task_specs import (ArithmeticOptions, CoinFlipOptions, GsmSymbolicOptions,
-                                     LastLetterOptions, Options)
+from pst_distill.config.prepare import (ArithmeticOptions, CoinFlipOptions,
+                                        GsmSymbolicOptions, LastLetterOptions, Options)
 from pst_distill.tasks.records import make_record
 
 # Wei et al. (2022) draw names from census lists; a fixed list keeps the generator offline.

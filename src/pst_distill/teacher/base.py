@@ -72,7 +72,7 @@ class TeacherBackend(abc.ABC):
         return self.cfg.model
 
     def render(self, messages) -> str:
-        from pst_distill.prompts import render
+        from pst_distill.teacher.prompts import render
 
         return render(list(messages), self.tokenizer)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from pst_distill.prompts import assistant_turn
+from pst_distill.teacher.prompts import assistant_turn
 from pst_distill.teacher.base import Completion, Request, Sampling, TeacherBackend
 
 

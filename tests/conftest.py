@@ -8,7 +8,7 @@ import pytest
 @pytest.fixture
 def teacher_items():
     """``teacher_items(n)``: n offline arithmetic questions, deterministic."""
-    from pst_distill.config import TaskSpec
+    from pst_distill.config.prepare import TaskSpec
     from pst_distill.tasks import build_task
 
     def make(n: int, seed: int = 0) -> list[dict]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pst_distill.config import FormatConfig, parse_section
+from pst_distill.config.sections import parse
+from pst_distill.config.common import FormatConfig
 from pst_distill.formats import training_sequences
 
 FMT = FormatConfig()
@@ -32,7 +33,7 @@ def tiny_model_dir(path, seed: int = 0) -> str:
 
 
 def items(n: int = 8, task: str = "last_letter_concatenation") -> list[dict]:
-    from pst_distill.config import TaskSpec
+    from pst_distill.config.prepare import TaskSpec
     from pst_distill.tasks import build_task
 
     spec = TaskSpec(name=task, n=n, options={"k": 2})
@@ -63,4 +64,4 @@ def settings(model_dir: str, method: str = "pst", **over):
     sem = {"hidden": 32, **over.pop("sem", {})}
     defaults.update(over)
     raw = {"defaults": defaults, "sem": sem, "methods": {method: method_over}}
-    return parse_section("train", raw).methods[method]
+    return parse("train", raw).methods[method]

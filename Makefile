@@ -66,7 +66,8 @@ bench: $(STAMP)
 
 # the offline GPU kit (tools/gpu/README.md): the machine's bundle (wheels + GGUF parts in
 # .gpu_bundle/, with the embedder the experiment needs), and CPU dry runs of its check and
-# of its experiment (profiles/gpu.yaml's structure at tiny sizes; ~17 min on 2 cores)
+# of its experiment (profiles/gpu.yaml's structure at tiny sizes: 6 methods x 3 seeds, ~30-40 min
+# on 2 cores)
 gpu-bundle: $(STAMP)
 	$(PY) -m tools.gpu bundle --with-embedder
 

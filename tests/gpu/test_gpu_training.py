@@ -8,7 +8,7 @@
   reloads to the trained weights.
 
 Marked ``gpu``: skipped without CUDA. ``PST_GPU_TESTS_ON_CPU=1`` runs them on CPU with
-smaller sizes (float32 there: the CPU has no native bf16), so scripts/gpu_check.sh
+smaller sizes (float32 there: the CPU has no native bf16), so the GPU kit (tools/gpu)
 --dry-run checks this code before GPU time is spent on it.
 """
 

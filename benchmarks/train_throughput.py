@@ -115,8 +115,8 @@ def embedded_rows(params: str, method: str = "pst") -> list[dict]:
 
 def load_examples(tok, data: str | None, params: str, max_items: int | None, seed: int = 0):
     """(examples, description of the data): assembled rows if there, else embedded rows."""
-    from pst_distill.train.data import encode_rows
     from pst_distill.io import read_jsonl
+    from pst_distill.train.data import encode_rows_cached
     from pst_distill.train.losses import IGNORE
 
     path = Path(data) if data else Path("data/assembled/pst.jsonl")
@@ -129,7 +129,8 @@ def load_examples(tok, data: str | None, params: str, max_items: int | None, see
     if max_items and max_items < len(rows):
         keep = np.random.default_rng(seed).permutation(len(rows))[:max_items]
         rows = [rows[i] for i in sorted(keep)]
-    examples, _ = encode_rows(rows, tok, MAX_LENGTH, label_sem=True)
+    # the pipeline's token cache: the same rows and tokenizer are tokenised once
+    examples, _ = encode_rows_cached(rows, tok, MAX_LENGTH, True, None, ".cache/tokens")
     lengths = np.array([len(e) for e in examples])
     supervised = sum(sum(label != IGNORE for label in e.labels[1:]) for e in examples)
     info = {"source": source, "sequences": len(examples), "mean_len": round(float(lengths.mean()), 1),

@@ -30,10 +30,12 @@ def main() -> None:
 
     common, cfg = load(args.params, evaluate=EvaluateConfig)
     modes = method_row(args.method).modes
-    # torch loads after the params check
-    from pst_distill.evaluate.modes import evaluate_modes
-    from pst_distill.evaluate.run import evaluate, split_summary
-    from pst_distill.models import load_causal_lm
+    with timer.phase("imports"):  # torch, transformers, peft: after the params check
+        from pst_distill.evaluate.modes import evaluate_modes
+        from pst_distill.evaluate.run import evaluate, split_summary
+        from pst_distill.models import import_model_code, load_causal_lm
+
+        import_model_code(args.model)
 
     log = setup(f"evaluate_student.{args.method}-{args.seed}", common, cfg)
     seed_everything(args.seed)  # greedy decoding: nothing random, but the seed is the run's
@@ -62,4 +64,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    cli(main)
+    cli(main, exit_fast=True)

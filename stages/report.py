@@ -45,4 +45,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    cli(main)
+    cli(main, exit_fast=True)

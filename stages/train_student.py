@@ -33,18 +33,23 @@ def main() -> None:
                          "precision, provenance, timings")
     ap.add_argument("--state-dir", default=None,
                     help="root of the resumable training state (not an out: DVC deletes outs)")
+    ap.add_argument("--token-cache", default=None,
+                    help="tokenised rows, shared by a method's seeds (not an out)")
     args = ap.parse_args()
     timer = Timer()
 
     common, cfg = load(args.params, train=TrainConfig)
     settings = cfg.settings_for(args.method)
     cfg.check_seed(args.seed)
-    # torch loads after the params check
-    from pst_distill.train.launch import in_distributed_launch, relaunch
-    from pst_distill.train.loop import train
-    from pst_distill.train.metrics import split_metrics
+    with timer.phase("imports"):  # torch, transformers, peft: after the params check
+        from pst_distill.models import import_model_code
+        from pst_distill.train.launch import in_distributed_launch, relaunch
+        from pst_distill.train.loop import train
+        from pst_distill.train.metrics import split_metrics
     if settings.distributed.processes > 1 and not in_distributed_launch():
         sys.exit(relaunch(settings.distributed.processes, sys.argv))
+    with timer.phase("imports"):
+        import_model_code(settings.model, settings.revision, settings.trust_remote_code)
     log = setup(f"train_student.{args.method}", common, settings)
     rows = read_jsonl(args.data)
     embeddings = None
@@ -52,7 +57,8 @@ def main() -> None:
         rows, embeddings = join_embeddings(rows, args.embeddings, args.keys)
     device = pick_device(settings.device)
     result = train(rows, settings, args.method, common.format, args.seed, args.out, args.curve,
-                   embeddings=embeddings, device=device, state_dir=args.state_dir)
+                   embeddings=embeddings, device=device, state_dir=args.state_dir,
+                   token_cache=args.token_cache)
     if not result.is_main:  # the main process writes the outputs
         return
     metrics, details = split_metrics({**result.metrics, "seed": args.seed})
@@ -68,4 +74,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    cli(main)
+    cli(main, exit_fast=True)

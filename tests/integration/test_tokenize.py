@@ -158,3 +158,28 @@ def test_collate_pads_right_with_masks(tok):
     # step_by_step: the predict row supervises only the answer, explain only the rationale
     assert set(examples[0].parts) == {NO_LOSS, ANSWER}
     assert set(examples[1].parts) == {NO_LOSS, RATIONALE}
+
+
+def test_token_cache_returns_what_tokenising_does_and_misses_on_any_input_change(tok, tmp_path):
+    from pst_distill.train.data import encode_rows_cached
+
+    rows = [{"id": f"q{i}", "emb_row": i, "segments": [s.as_dict() for s in seq]}
+            for i, method in enumerate(("pst", "post_thinking", "adaptive"))
+            for seq in training_sequences(method, Q, A, R, FMT)]
+    fresh = encode_rows(rows, tok, 96, True, "")
+    cache = tmp_path / "tokens"
+    first = encode_rows_cached(rows, tok, 96, True, "", cache)
+    assert first == fresh and len(list(cache.glob("*.npz"))) == 1
+    assert encode_rows_cached(rows, tok, 96, True, "", cache) == fresh  # from the file
+    assert len(list(cache.glob("*.npz"))) == 1
+    for change in ({"max_length": 48}, {"label_sem": False}, {"system": None},
+                   {"rows": rows[:-1]}, {"rows": [{**rows[0], "emb_row": 9}, *rows[1:]]}):
+        args = {"rows": rows, "max_length": 96, "label_sem": True, "system": "", **change}
+        got = encode_rows_cached(args["rows"], tok, args["max_length"], args["label_sem"],
+                                 args["system"], cache)
+        assert got == encode_rows(args["rows"], tok, args["max_length"], args["label_sem"],
+                                  args["system"])
+    assert len(list(cache.glob("*.npz"))) == 6  # one entry per distinct input
+    for path in cache.glob("*.npz"):
+        path.write_bytes(b"damaged")
+    assert encode_rows_cached(rows, tok, 96, True, "", cache) == fresh  # tokenised again

@@ -311,3 +311,28 @@ def test_throughput_counts_real_tokens_and_packing_drops_the_padding(model_dir, 
         len(e) for eff in islice(effective_batches(examples, s, 0), 1, 3) for m in eff for e in m)
     assert packed["padded_tokens"] < plain["padded_tokens"] and plain["tokens_per_s"] > 0
     assert packed["final_loss"] == pytest.approx(plain["final_loss"], rel=1e-5)
+
+
+def test_full_finetune_checkpoint_in_the_training_dtype(tmp_path, model_dir):
+    """On CUDA under bf16 autocast a full finetune is saved in bf16 (half the bytes); the
+    rule, and a bf16 checkpoint that reloads to the model up to bf16 rounding."""
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    from pst_distill.models import load_tokenizer
+    from pst_distill.train.checkpoint import checkpoint_dtype, save_checkpoint
+
+    assert checkpoint_dtype("cuda:0", "bf16", "full") == torch.bfloat16
+    assert checkpoint_dtype("cuda:0", "bf16", "lora") is None
+    assert checkpoint_dtype("cuda:0", "no", "full") is None
+    assert checkpoint_dtype("cpu", "bf16", "full") is None
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    tok = load_tokenizer(model_dir)
+    save_checkpoint(model, tok, None, tmp_path / "bf16", {"step": 1}, dtype=torch.bfloat16)
+    with safe_open(tmp_path / "bf16" / "model.safetensors", "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+    save_checkpoint(model, tok, None, tmp_path / "fp32", {"step": 1})
+    sizes = [(tmp_path / d / "model.safetensors").stat().st_size for d in ("bf16", "fp32")]
+    assert sizes[0] < 0.55 * sizes[1]
+    reloaded, _ = reload(tmp_path / "bf16")
+    assert torch.allclose(logits_of(reloaded, tok), logits_of(model, tok), atol=5e-2)

@@ -26,11 +26,14 @@ HEAD_WEIGHTS, HEAD_CONFIG, STATE = "semantic_head.safetensors", "semantic_head.j
 
 
 def save_checkpoint(model, tokenizer, head, out_dir: str | os.PathLike, state: dict,
-                    full_state: dict | None = None, base: dict | None = None) -> None:
+                    full_state: dict | None = None, base: dict | None = None,
+                    dtype=None) -> None:
     """Write the student (+ head) to ``out_dir`` atomically. ``full_state``: the gathered
     state dict of a sharded (FSDP) PSTModel (keys ``student.*``, ``head.*``), used in place
     of the model's own (sharded) tensors. ``base``: ``{model, revision,
-    trust_remote_code}`` of the base a peft model's adapter is loaded onto."""
+    trust_remote_code}`` of the base a peft model's adapter is loaded onto. ``dtype``: a
+    full finetune's floating-point weights are written in it (the training dtype, bf16 on
+    CUDA: half the bytes to write, hash and move)."""
     from safetensors.torch import save_file
 
     out = Path(out_dir)
@@ -45,10 +48,11 @@ def save_checkpoint(model, tokenizer, head, out_dir: str | os.PathLike, state: d
                 model.save_pretrained(tmp, save_embedding_layers=False)
                 write_json(tmp / BASE_REF, base)
             else:
-                model.save_pretrained(tmp)
+                model.save_pretrained(tmp, state_dict=in_dtype(model.state_dict(), dtype))
             head_state = None if head is None else head.state_dict()
-        else:  # FSDP runs are full finetunes (config.py): no adapters to merge
-            model.save_pretrained(tmp, state_dict=_sub_state(full_state, "student."))
+        else:  # FSDP runs are full finetunes (config/train.py): no adapters to merge
+            model.save_pretrained(tmp, state_dict=in_dtype(_sub_state(full_state, "student."),
+                                                           dtype))
             head_state = _sub_state(full_state, "head.")
         tokenizer.save_pretrained(tmp)
         if head is not None:
@@ -59,6 +63,31 @@ def save_checkpoint(model, tokenizer, head, out_dir: str | os.PathLike, state: d
         replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def in_dtype(state: dict, dtype) -> dict:
+    """``state`` with its floating-point tensors in ``dtype`` (None: as they are). Tensors
+    that share memory (tied embeddings) still share it after, so they are saved once."""
+    if dtype is None:
+        return state
+    converted: dict = {}
+    out = {}
+    for k, v in state.items():
+        if not v.is_floating_point():
+            out[k] = v
+            continue
+        same = (v.data_ptr(), tuple(v.shape), v.stride())
+        out[k] = converted.setdefault(same, v.to(dtype))
+    return out
+
+
+def checkpoint_dtype(device: str, mixed_precision: str, finetune: str):
+    """The dtype a full finetune is saved in: bf16 where it trained under bf16 autocast on
+    CUDA, else its own (float32). LoRA adapters are small and stay float32."""
+    import torch
+
+    cuda = device.startswith("cuda")
+    return torch.bfloat16 if cuda and mixed_precision == "bf16" and finetune == "full" else None
 
 
 def _sub_state(state: dict, prefix: str) -> dict:
@@ -83,14 +112,17 @@ def load_head(model_dir: str | os.PathLike):
 def save_outputs(accelerator, model, tok, out_dir, state: dict, settings) -> None:
     """The model checkpoint of the outs, written by the main process only."""
     pst = accelerator.unwrap_model(model)
+    dtype = checkpoint_dtype(str(accelerator.device), accelerator.mixed_precision,
+                             settings.finetune)
     if accelerator.distributed_type.name == "FSDP":  # gather the full weights on every rank
         full = accelerator.get_state_dict(model)
         if accelerator.is_main_process:
-            save_checkpoint(pst.student, tok, pst.head, out_dir, state, full_state=full)
+            save_checkpoint(pst.student, tok, pst.head, out_dir, state, full_state=full,
+                            dtype=dtype)
     elif accelerator.is_main_process:
         base = {"model": settings.model, "revision": settings.revision,
                 "trust_remote_code": settings.trust_remote_code}
-        save_checkpoint(pst.student, tok, pst.head, out_dir, state, base=base)
+        save_checkpoint(pst.student, tok, pst.head, out_dir, state, base=base, dtype=dtype)
     accelerator.wait_for_everyone()
 
 

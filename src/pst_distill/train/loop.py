@@ -33,7 +33,7 @@ import torch
 from pst_distill.train import losses
 from pst_distill.train.checkpoint import checkpoint_state, save_outputs
 from pst_distill.train.data import (Example, effective_batches, make_batch, question_groups,
-                                    sample_rows, shard, total_steps, encode_rows)
+                                    sample_rows, shard, total_steps, encode_rows_cached)
 from pst_distill.train.launch import make_accelerator
 from pst_distill.train.metrics import LOGGED, run_metrics, run_record, write_curve
 from pst_distill.train.model import build_pst_model, mode_controls
@@ -125,12 +125,13 @@ def train_step(accelerator, model, batches: list[dict], settings, optimizer, sch
 
 def train(rows: list[dict], settings, method: str, fmt, seed: int, out_dir, curve_path,
           embeddings: np.ndarray | None = None, device: str = "cpu",
-          state_dir=None) -> TrainResult:
+          state_dir=None, token_cache=None) -> TrainResult:
     """Train one method's student on assembled ``rows``; return metrics and the model.
 
     Saves a checkpoint to ``out_dir`` every ``save_every`` steps and at the end, and, with
     ``state_dir``, the resumable state (continued from there when a previous run of the
-    same inputs was cut short; removed after a finished run; not under FSDP). On a
+    same inputs was cut short; removed after a finished run; not under FSDP), and with
+    ``token_cache`` the tokenised rows (shared by the method's seeds). On a
     non-finite loss raises :class:`TrainingDiverged`, leaving the last good checkpoint.
     ``metrics`` holds everything; :func:`split_metrics` separates the compared figures.
     """
@@ -146,8 +147,9 @@ def train(rows: list[dict], settings, method: str, fmt, seed: int, out_dir, curv
     timings["model_load"] = time.perf_counter() - t0
     rows = sample_rows(rows, settings, seed)
     started = time.perf_counter()
-    examples, data_stats = encode_rows(rows, tok, settings.max_length, settings.label_sem_token,
-                                       fmt.system_prompt)
+    examples, data_stats = encode_rows_cached(rows, tok, settings.max_length,
+                                              settings.label_sem_token, fmt.system_prompt,
+                                              token_cache)
     timings["tokenize"] = time.perf_counter() - started
     if not examples:
         raise ValueError(f"no training sequences for {method!r} (all longer than max_length?)")

@@ -17,7 +17,11 @@ def main() -> None:
     ap.add_argument("--generations", required=True, help="every generation, kept or not (jsonl)")
     ap.add_argument("--stats", required=True)
     ap.add_argument("--cache-dir", default=None,
-                    help="per-generation cache (outside DVC outs): reruns generate only what is new")
+                    help="where new generations are written as they arrive (not an out): a "
+                         "rerun generates only what is new")
+    ap.add_argument("--store", default=None,
+                    help="the shared store of generations (read first; `python -m pst_distill "
+                         "teacher-share` moves the cache's generations into it)")
     args = ap.parse_args()
     timer = Timer()
 
@@ -26,7 +30,8 @@ def main() -> None:
     items = read_jsonl(args.train)
     with timer.phase("teacher"):
         kept, generations, stats = generate_rationales(
-            items, cfg, common.format.answer_prefix, common.seed, cache_dir=args.cache_dir)
+            items, cfg, common.format.answer_prefix, common.seed, cache_dir=args.cache_dir,
+            store=args.store)
     with timer.phase("write"):
         write_jsonl(args.generations, generations)
         write_jsonl(args.out, kept)

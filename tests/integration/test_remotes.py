@@ -9,14 +9,14 @@ never runs: no teacher cache is created); a previous params version comes back f
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+from project import copy_project
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.dvc  # the reference teacher: no model
 REPO = Path(__file__).resolve().parents[2]
 OUTS = ["data/prepared/train.jsonl", "data/rationales/train.jsonl",
         "data/rationales/generations.jsonl"]
@@ -65,20 +65,12 @@ def published(tmp_path_factory, env, s3_endpoint):
                  aws_access_key_id="testing", aws_secret_access_key="testing",
                  ).create_bucket(Bucket=BUCKET)
     root = tmp_path_factory.mktemp("remotes")
-    a = root / "a"
-    a.mkdir()
-    for name in ("dvc.yaml", "stages", "src", "data/raw"):
-        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(
-            REPO / name, a / name, **({"ignore": shutil.ignore_patterns("__pycache__", "*.egg-info")}
-                                      if (REPO / name).is_dir() else {}))
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["prepare"]["tasks"] = [{"name": "coin_flip", "source": "offline", "n": 20,
                                    "options": {"k": 2}}]
     params["teacher"] = {"backend": "reference", "max_items": None}
-    (a / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (a / ".gitignore").write_text("/.cache/\n")
-    sh(a, "git", "init", "-q", env=env)
-    sh(a, "dvc", "init", "-q", env=env)
+    a = copy_project(root / "a", params)  # its own DVC cache: the remotes are under test
+    env["PYTHONPATH"] = str(a / "src")  # the copy's code, in A and in its clones
     sh(a, "dvc", "remote", "add", "-d", "local", str(root / "remote"), env=env)
     sh(a, "dvc", "remote", "add", "s3", f"s3://{BUCKET}/store", env=env)
     sh(a, "dvc", "remote", "modify", "s3", "endpointurl", s3_endpoint, env=env)
@@ -107,9 +99,11 @@ def clone(root: Path, a: Path, name: str, remote: str, env: dict) -> Path:
 def test_pull_round_trip_is_byte_identical(published, remote, env):
     root, a = published
     b = clone(root, a, f"pull-{remote}", remote, env)
-    sh(b, "dvc", "pull", "prepare_data", "generate_rationales", env=env)
+    # with its upstream stages: the prepared data and the (shared) teacher store
+    sh(b, "dvc", "pull", "--with-deps", "generate_rationales", env=env)
     for out in OUTS:
         assert (b / out).read_bytes() == (a / out).read_bytes(), out
+    assert (b / "data/teacher_store").is_dir()
     assert "up to date" in sh(b, "dvc", "status", "generate_rationales", env=env)
 
 
@@ -122,7 +116,6 @@ def test_repro_pull_skips_the_teacher(published, remote, env):
     assert not (c / ".cache" / "teacher").exists()  # the teacher never ran
     for path in OUTS:
         assert (c / path).read_bytes() == (a / path).read_bytes(), path
-
 
 
 @pytest.mark.parametrize("remote", ["local", "s3"])

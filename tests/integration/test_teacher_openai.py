@@ -35,7 +35,7 @@ from pst_distill.teacher.base import TeacherUnavailable
 from pst_distill.teacher.cache import GenerationCache
 from pst_distill.teacher.openai_backend import OpenAIBackend
 
-pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+pytestmark = [pytest.mark.model, pytest.mark.vllm]
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "smollm2-135m-instruct"
 SECRET = "s3cr3t-test-key-do-not-log"
@@ -136,7 +136,12 @@ def running(server, monkeypatch):
 def teacher_cfg(server, **openai) -> TeacherConfig:
     opts = {"base_url": server.url, "api_key_env": KEY_ENV, "max_concurrency": 2, **openai}
     return TeacherConfig(backend="openai", model=MODEL, max_new_tokens=MAX_NEW_TOKENS,
-                         openai=opts)
+                         openai=opts, cache={"flush_s": 0})  # each one on disk at once
+
+
+def cached(folder: Path) -> dict:
+    cache = GenerationCache(None, read=[folder])
+    return {k: cache.get(k) for k in cache.keys()}
 
 
 @pytest.fixture(scope="module")
@@ -198,12 +203,11 @@ def kill_when_cached(server, cache_dir: Path, n_done: int, record: dict,
                      restart_after_s: float | None) -> None:
     """Once n_done generations are cached: SIGKILL the server, snapshot the cache, and
     restart it after restart_after_s (None: leave it down)."""
-    cache = GenerationCache(cache_dir)
     deadline = time.monotonic() + 300
-    while len(cache.keys()) < n_done and time.monotonic() < deadline:
+    while len(cached(cache_dir)) < n_done and time.monotonic() < deadline:
         time.sleep(0.02)
     server.kill()
-    record["at_kill"] = {k: cache.path(k).read_bytes() for k in cache.keys()}
+    record["at_kill"] = cached(cache_dir)
     if restart_after_s is not None:
         time.sleep(restart_after_s)
         server.start()
@@ -225,8 +229,8 @@ def test_killed_and_back_after_10s_completes_like_an_uninterrupted_run(
     assert 2 <= len(record["at_kill"]) < N_ITEMS, "the kill did not land mid-run"
     assert "ConnectionError" in caplog.text  # the dead server was retried
     assert stats["cache"]["written"] == N_ITEMS
-    cache = GenerationCache(cache_dir)
-    assert all(cache.path(k).read_bytes() == raw for k, raw in record["at_kill"].items())
+    after = cached(cache_dir)
+    assert all(after[k] == comp for k, comp in record["at_kill"].items())
     assert comparable(gens) == comparable(expected)
     assert SECRET not in caplog.text
 
@@ -238,7 +242,8 @@ def test_server_gone_for_good_one_error_line_then_resume(running, reference, tmp
     params["teacher"].update(backend="openai", model=MODEL, max_new_tokens=MAX_NEW_TOKENS,
                              openai={"base_url": running.url, "api_key_env": KEY_ENV,
                                      "max_concurrency": 2, "outage_budget_s": 3,
-                                     "backoff_s": 0.2, "max_backoff_s": 1})
+                                     "backoff_s": 0.2, "max_backoff_s": 1},
+                             cache={"flush_s": 0})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     write_jsonl(tmp_path / "train.jsonl", items)
     outs = {n: tmp_path / n for n in ("kept.jsonl", "gens.jsonl", "stats.json")}
@@ -257,7 +262,7 @@ def test_server_gone_for_good_one_error_line_then_resume(running, reference, tmp
     assert proc.returncode == 1, proc.stderr[-3000:]  # stopped, not a bad param (2)
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert last.startswith("error: ") and running.url in last and "outage_budget_s" in last
-    kept = sorted(GenerationCache(cache_dir).keys())
+    kept = sorted(cached(cache_dir))
     assert f"{len(kept)} of {N_ITEMS} generations finished and are kept" in last, last
     assert 2 <= len(kept) < N_ITEMS and set(record["at_kill"]) <= set(kept)
     assert not any(p.exists() for p in outs.values())  # no partial outputs

@@ -16,7 +16,7 @@ import yaml
 from pst_distill.io import read_json, read_jsonl, write_jsonl
 from pst_distill.teacher.cache import GenerationCache
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.model
 REPO = Path(__file__).resolve().parents[2]
 STAGE = REPO / "stages" / "generate_rationales.py"
 
@@ -35,20 +35,26 @@ def run_stage(tmp: Path) -> dict:
     return read_json(tmp / "out" / "teacher.json")
 
 
-def kill_when_cached(tmp: Path, n_done: int) -> dict[str, bytes]:
+def cached(folder: Path) -> dict:
+    """Every generation in a cache folder: ``{key: Completion}``."""
+    cache = GenerationCache(None, read=[folder])
+    return {k: cache.get(k) for k in cache.keys()}
+
+
+def kill_when_cached(tmp: Path, n_done: int) -> dict:
     """Start the stage, SIGKILL it once n_done generations are cached; return the cache."""
     log = open(tmp / "killed.log", "w")
     proc = subprocess.Popen(stage_cmd(tmp), stdout=log, stderr=log,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
-    cache = GenerationCache(tmp / "cache")
     deadline = time.monotonic() + 240
-    while len(cache.keys()) < n_done and proc.poll() is None and time.monotonic() < deadline:
+    while len(cached(tmp / "cache")) < n_done and proc.poll() is None \
+            and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     log.close()
     assert proc.returncode == -signal.SIGKILL, (tmp / "killed.log").read_text()[-3000:]
-    return {k: cache.path(k).read_bytes() for k in cache.keys()}
+    return cached(tmp / "cache")
 
 
 def test_kill_resume_rerun_and_added_questions(tmp_path, teacher_items):
@@ -56,7 +62,8 @@ def test_kill_resume_rerun_and_added_questions(tmp_path, teacher_items):
     write_jsonl(tmp_path / "train.jsonl", items[:6])
     params = {"common": {"seed": 1},
               "teacher": {"backend": "transformers", "max_new_tokens": 12, "batch_size": 2,
-                          "device": "cpu", "only_correct": False}}
+                          "device": "cpu", "only_correct": False,
+                          "cache": {"flush_s": 0}}}  # each generation on disk at once
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
 
     at_kill = kill_when_cached(tmp_path, 2)
@@ -66,11 +73,11 @@ def test_kill_resume_rerun_and_added_questions(tmp_path, teacher_items):
     stats = run_stage(tmp_path)  # resume
     assert stats["cache"]["hits"] == len(at_kill)  # nothing finished was lost …
     assert stats["cache"]["misses"] == stats["cache"]["written"] == 6 - len(at_kill)
-    cache = GenerationCache(tmp_path / "cache")
-    assert all(cache.path(k).read_bytes() == raw for k, raw in at_kill.items())
+    after = cached(tmp_path / "cache")
+    assert all(after[k] == comp for k, comp in at_kill.items())
     gens = read_jsonl(tmp_path / "out" / "generations.jsonl")
     assert len({g["key"] for g in gens}) == len(gens) == 6  # … and nothing is duplicated
-    assert len(cache.keys()) == 6
+    assert len(after) == 6
     first = (tmp_path / "out" / "generations.jsonl").read_bytes()
 
     stats = run_stage(tmp_path)  # unchanged: zero generations, identical output
@@ -84,14 +91,13 @@ def test_kill_resume_rerun_and_added_questions(tmp_path, teacher_items):
 
 
 def sampled_texts(tmp: Path) -> dict[str, tuple[str, str, int]]:
-    cache = GenerationCache(tmp / "cache")
     return {k: (c.text, c.finish_reason, c.completion_tokens)
-            for k in cache.keys() for c in [cache.get(k)]}
+            for k, c in cached(tmp / "cache").items()}
 
 
 def sampling_run(tmp: Path, items: list[dict], batch_size: int, seed: int = 1,
-                 cached: dict[str, bytes] | None = None) -> dict[str, tuple[str, str, int]]:
-    """The stage at temperature 0.8 on ``items``, starting from ``cached`` cache entries."""
+                 kept: dict | None = None) -> dict[str, tuple[str, str, int]]:
+    """The stage at temperature 0.8 on ``items``, starting from the ``kept`` generations."""
     tmp.mkdir()
     write_jsonl(tmp / "train.jsonl", items)
     params = {"common": {"seed": seed},
@@ -100,11 +106,11 @@ def sampling_run(tmp: Path, items: list[dict], batch_size: int, seed: int = 1,
                           "only_correct": False}}
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     cache = GenerationCache(tmp / "cache")
-    for key, raw in (cached or {}).items():
-        cache.path(key).parent.mkdir(parents=True, exist_ok=True)
-        cache.path(key).write_bytes(raw)
+    for comp in (kept or {}).values():
+        cache.put(comp, comp.meta)
+    cache.close()
     stats = run_stage(tmp)
-    assert stats["cache"]["hits"] == len(cached or {})
+    assert stats["cache"]["hits"] == len(kept or {})
     return sampled_texts(tmp)
 
 
@@ -119,9 +125,9 @@ def test_sampling_is_per_request_resume_and_batch_size_independent(tmp_path, tea
     # requests would leave them, so the resumed run batches the rest as [1 3] [4]
     gens = read_jsonl(tmp_path / "whole" / "out" / "generations.jsonl")
     by_length = [g["key"] for g in sorted(gens, key=lambda g: -len(g["prompt"]))]
-    cache = GenerationCache(tmp_path / "whole" / "cache")
-    kept = {k: cache.path(k).read_bytes() for k in (by_length[0], by_length[2])}
-    resumed = sampling_run(tmp_path / "resumed", items, batch_size=2, cached=kept)
+    whole_cache = cached(tmp_path / "whole" / "cache")
+    kept = {k: whole_cache[k] for k in (by_length[0], by_length[2])}
+    resumed = sampling_run(tmp_path / "resumed", items, batch_size=2, kept=kept)
     assert resumed == whole
     assert sampling_run(tmp_path / "bs3", items, batch_size=3) == whole
     # and it does sample: another seed draws other texts

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from project import copy_project, dvc, profile, run_dvc, write_params
 
-pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+pytestmark = [pytest.mark.model, pytest.mark.dvc, pytest.mark.vllm]
 STAGE = "generate_rationales"
 ITEMS = 8  # training questions (10 generated, a fifth held out as test)
 ENGINE_STARTED = "Initializing a V1 LLM engine"
@@ -43,7 +43,7 @@ def teacher_params(vllm_python: str, **over) -> dict:
     vllm = {"python": vllm_python, "chunk_size": 8, "max_model_len": 512,
             **over.pop("vllm", {})}
     params["teacher"] = {"backend": "vllm", "model": "smollm2-135m-instruct",
-                         "max_new_tokens": 32, "vllm": vllm, **over}
+                         "max_new_tokens": 32, "vllm": vllm, "cache": {"flush_s": 0}, **over}
     return params
 
 
@@ -67,7 +67,9 @@ def teacher_log(repo: Path) -> dict:
 
 
 def cached(repo: Path) -> int:
-    return len(list((repo / ".cache/teacher").glob("??/*.json")))
+    from pst_distill.teacher.cache import GenerationCache
+
+    return len(GenerationCache(None, read=[repo / ".cache/teacher"]).keys())
 
 
 def test_greedy_rerun_and_two_engines(repo, vllm_python):

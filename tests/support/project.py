@@ -2,7 +2,10 @@
 
 ``copy_project(dst, params)`` copies every file git would commit (tracked and untracked, not
 ignored), writes ``params`` as params.yaml, drops dvc.lock and commits, so ``dvc repro`` in
-the copy runs the copy's own code (``PYTHONPATH`` points at its ``src``).
+the copy runs the copy's own code (``PYTHONPATH`` points at its ``src``). With ``dvc_cache``
+(the session's ``dvc_cache`` fixture) the copies share one DVC cache, run-cache included: a
+stage that another copy already ran with the same code, params and inputs is restored, not
+run again, as it would be for a teammate sharing a cache.
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ def profile(name: str) -> dict:
     return yaml.safe_load((ROOT / "profiles" / f"{name}.yaml").read_text())
 
 
-def copy_project(dst: Path, params: dict) -> Path:
+def copy_project(dst: Path, params: dict, dvc_cache: Path | None = None) -> Path:
     dst.mkdir(parents=True, exist_ok=True)
     for rel in project_files():
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, dst / rel)
     write_params(dst, params)
+    if dvc_cache is not None:  # the local config: git-ignored by .dvc/.gitignore
+        (dst / ".dvc" / "config.local").write_text(f"[cache]\n    dir = {dvc_cache}\n")
     (dst / "dvc.lock").unlink(missing_ok=True)
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"]):

@@ -1,20 +1,124 @@
-"""The per-generation cache and the driver's use of it (reference teacher, counted)."""
+"""The teacher cache: content-addressed segments with an index, buffered writes, lookups
+across the shared store and the local cache, damage found per entry, indexes rebuilt,
+folding local segments into the store; the key of a generation; and the driver's use of
+the cache (reference teacher, counted)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
 
 from pst_distill.config.teacher import TeacherConfig
-from pst_distill.teacher.generate import generate_rationales
 from pst_distill.teacher.base import Completion
-from pst_distill.teacher.cache import GenerationCache
+from pst_distill.teacher.cache import INDEX, SEGMENT, GenerationCache, fold, segments
+from pst_distill.teacher.generate import build_requests, generate_rationales, sampling_from
 from pst_distill.teacher.reference import ReferenceBackend
 
 CFG = TeacherConfig(backend="reference")
 
 
+def comp(i: int, text: str | None = None) -> Completion:
+    return Completion(key=f"{i:032x}", text=text or f"step {i}\nAnswer: {i}", finish_reason="stop",
+                      prompt_tokens=5, completion_tokens=4 + i, prompt=f"prompt {i}")
+
+
+def write(folder, ids, **kw) -> GenerationCache:
+    cache = GenerationCache(folder, **kw)
+    for i in ids:
+        cache.put(comp(i), {"backend": "test", "i": i})
+    cache.close()
+    return cache
+
+
+def test_round_trip_keeps_metadata_and_names_segments_by_their_bytes(tmp_path):
+    write(tmp_path, range(5))
+    [seg] = segments(tmp_path)
+    assert seg.stem == hashlib.sha256(seg.read_bytes()).hexdigest()
+    assert seg.with_suffix(INDEX).exists() and not list(tmp_path.glob("*.tmp"))
+    cache = GenerationCache(None, read=[tmp_path])
+    got = cache.get(comp(3).key)
+    assert got == comp(3) and got.meta == {"backend": "test", "i": 3}
+    assert cache.get(f"{99:032x}") is None
+    assert cache.stats.as_dict() == {"hits": 1, "misses": 1, "corrupt": 0, "written": 0}
+
+
+def test_a_segment_per_segment_size_generations_and_at_close(tmp_path):
+    cache = GenerationCache(tmp_path, segment_size=4, flush_s=1e9)
+    for i in range(10):
+        cache.put(comp(i), {})
+        assert len(segments(tmp_path)) == (i + 1) // 4  # nothing waits beyond 4
+    cache.close()
+    assert len(GenerationCache(None, read=[tmp_path]).keys()) == 10
+    assert len(segments(tmp_path)) == 3
+    assert cache.has(comp(9).key)  # what this cache wrote is found again at once
+
+
+def test_the_same_generations_twice_are_one_segment(tmp_path):
+    write(tmp_path / "a", range(3))
+    write(tmp_path / "b", range(3))
+    assert [s.name for s in segments(tmp_path / "a")] == [s.name for s in segments(tmp_path / "b")]
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "other_key"])
+def test_a_damaged_entry_is_a_miss_the_rest_of_its_segment_is_not(tmp_path, damage):
+    write(tmp_path, range(3))
+    [seg] = segments(tmp_path)
+    lines = seg.read_bytes().splitlines(keepends=True)
+    if damage == "flip":
+        lines[1] = lines[1].replace(b"Answer: 1", b"Answer: 7")
+    elif damage == "truncate":
+        lines[1] = lines[1][:40] + b"\n" + b" " * (len(lines[1]) - 41)
+    else:
+        lines[1] = lines[1].replace(comp(1).key.encode(), comp(2).key.encode())
+    seg.write_bytes(b"".join(lines))
+    cache = GenerationCache(None, read=[tmp_path])
+    assert cache.get(comp(1).key) is None and cache.stats.corrupt == 1
+    assert cache.get(comp(0).key) == comp(0) and cache.get(comp(2).key) == comp(2)
+
+
+def test_a_regenerated_entry_beside_its_damaged_copy_is_found(tmp_path):
+    shared, local = tmp_path / "shared", tmp_path / "local"
+    write(shared, [1])
+    [seg] = segments(shared)
+    seg.write_bytes(seg.read_bytes().replace(b"Answer: 1", b"Answer: 9"))
+    write(local, [1])  # what the run regenerated
+    cache = GenerationCache(local, read=[shared])
+    assert cache.get(comp(1).key) == comp(1) and cache.stats.corrupt == 0
+
+
+def test_a_missing_index_is_rebuilt_from_its_segment(tmp_path):
+    write(tmp_path, range(4))
+    [seg] = segments(tmp_path)
+    seg.with_suffix(INDEX).unlink()  # a crash between the segment and its index
+    cache = GenerationCache(None, read=[tmp_path])
+    assert cache.keys() == {comp(i).key for i in range(4)}
+    assert cache.get(comp(2).key) == comp(2)
+
+
+def test_no_folder_means_no_cache(tmp_path):
+    cache = GenerationCache(None)
+    cache.put(comp(1), {})
+    cache.close()
+    assert cache.get(comp(1).key) is None and not list(tmp_path.iterdir())
+
+
+def test_fold_moves_local_segments_into_the_store_once(tmp_path):
+    store, local = tmp_path / "store", tmp_path / "local"
+    write(store, range(3))
+    write(local, range(3))  # the same generations: the same segment
+    write(local, range(3, 6))
+    moved = fold(local, store)
+    assert len(moved) == 1 and not list(local.glob(f"*{SEGMENT}")) and not list(local.glob("*.idx"))
+    assert GenerationCache(None, read=[store]).keys() == {comp(i).key for i in range(6)}
+    write(local, [7])
+    next(local.glob(f"*{INDEX}")).unlink()
+    assert len(fold(local, store)) == 1  # its index is rebuilt on the way
+    assert len(list(store.glob(f"*{INDEX}"))) == len(segments(store)) == 3
+
+
+# ------------------------------------------------------------------ the driver
 class CountingBackend(ReferenceBackend):
     """The reference teacher, recording which keys it was asked for; can die after k."""
 
@@ -40,51 +144,6 @@ def run(items, cache_dir, backend=None):
 
 def dump(gens) -> str:
     return "".join(json.dumps(g, sort_keys=True) + "\n" for g in gens)
-
-
-def test_entry_round_trip_keeps_metadata(tmp_path):
-    cache = GenerationCache(tmp_path)
-    comp = Completion(key="ab" * 16, text="x\nAnswer: 3", finish_reason="stop",
-                      prompt_tokens=5, completion_tokens=4, prompt="p")
-    cache.put(comp, {"backend": "t", "gpu": "H100"})
-    got = cache.get(comp.key)
-    assert got == comp and got.meta == {"backend": "t", "gpu": "H100"}
-    assert cache.stats.as_dict() == {"hits": 1, "misses": 0, "corrupt": 0, "written": 1}
-    assert not list(tmp_path.rglob("*.tmp"))
-
-
-@pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "other_key"])
-def test_corrupt_entry_is_detected_and_removed(tmp_path, damage):
-    cache = GenerationCache(tmp_path)
-    key = "cd" * 16
-    cache.put(Completion(key=key, text="rationale\nAnswer: 12", finish_reason="stop"), {})
-    path = cache.path(key)
-    raw = path.read_text()
-    if damage == "flip":
-        path.write_text(raw.replace("Answer: 12", "Answer: 13"))
-    elif damage == "truncate":
-        path.write_text(raw[: len(raw) // 2])
-    elif damage == "empty":
-        path.write_text("")
-    else:  # a valid entry under another key's name
-        key = "ef" * 16
-        cache.path(key).parent.mkdir(parents=True, exist_ok=True)
-        cache.path(key).write_text(raw)
-    assert cache.get(key) is None
-    assert cache.stats.corrupt == 1 and not cache.path(key).exists()
-
-
-def test_leftover_tmp_file_is_ignored(tmp_path):
-    cache = GenerationCache(tmp_path)
-    key = "12" * 16
-    cache.path(key).parent.mkdir(parents=True)
-    cache.path(key).with_name(f"{key}.json.tmp").write_text('{"half": ')
-    assert cache.get(key) is None and cache.keys() == set()
-
-
-def test_rejects_keys_that_are_not_hashes(tmp_path):
-    with pytest.raises(ValueError, match="hex"):
-        GenerationCache(tmp_path).path("../../etc/passwd")
 
 
 def test_unchanged_rerun_generates_nothing_and_writes_identical_output(tmp_path, teacher_items):
@@ -123,10 +182,11 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, teacher_items):
 def test_corrupt_entry_is_regenerated_by_the_driver(tmp_path, teacher_items):
     items = teacher_items(6)
     _, gens, _ = run(items, tmp_path)
-    cache = GenerationCache(tmp_path)
     victim = gens[2]["key"]
-    path = cache.path(victim)
-    path.write_bytes(path.read_bytes()[:-20])
+    [seg] = segments(tmp_path)
+    lines = seg.read_bytes().splitlines(keepends=True)
+    lines = [ln.replace(b"Answer:", b"Answer?") if victim.encode() in ln else ln for ln in lines]
+    seg.write_bytes(b"".join(lines))
     backend, gens2, stats = run(items, tmp_path)
     assert backend.asked == [victim]
     assert stats["cache"]["corrupt"] == 1 and stats["cache"]["hits"] == 5
@@ -148,3 +208,45 @@ def test_backend_that_skips_a_request_fails_loudly(tmp_path, teacher_items):
 
     with pytest.raises(RuntimeError, match="without 1 of 3"):
         run(teacher_items(3), tmp_path, Lossy())
+
+
+# ------------------------------------------------------------------ the key
+SERVED = TeacherConfig(backend="openai", model="a-teacher")
+
+
+def keys_of(items, cfg=SERVED, seed=7, prompt_suffix=""):
+    """Request keys as a backend whose model id is ``teacher.model`` makes them (the
+    OpenAI-compatible one renders the messages as sent; building it connects to nothing)."""
+    from pst_distill.teacher.openai_backend import OpenAIBackend
+
+    backend = OpenAIBackend(cfg, "Answer:")
+    if prompt_suffix:
+        backend.render = lambda messages: OpenAIBackend.render(backend, messages) + prompt_suffix
+    return [r.key for r in build_requests(items, cfg, backend, sampling_from(cfg, seed),
+                                          "Answer:", seed)]
+
+
+def test_the_key_of_a_generation_is_fixed_by_what_makes_it(teacher_items):
+    """The key depends on the rendered prompt, the teacher model and revision, the sampling
+    settings with the seed and the sample index, and on nothing else: not the code (a
+    fixed request keeps the key it had when this test was written, so a change of the code
+    that derives keys, which would orphan every cached generation, fails here), not the
+    batch size, the filters, the backend options or how the cache writes."""
+    items = teacher_items(2)
+    base = keys_of(items)
+    assert base[0] == "3c7dbdc46e838fe18f892aa93bcd39c2"
+    same = {"batch_size": 3, "only_correct": False, "max_items": 5,
+            "cache": {"segment_size": 7, "flush_s": 0}, "vllm": {"chunk_size": 2},
+            "openai": {"max_concurrency": 1}}
+    for key, value in same.items():
+        cfg = SERVED.model_copy(update={key: getattr(TeacherConfig(**{key: value}), key)})
+        assert keys_of(items, cfg) == base, key
+    differ = {"model": "other-teacher", "revision": "abc123", "temperature": 0.7,
+              "top_p": 0.9, "max_new_tokens": 99, "stop": ["###"]}
+    for key, value in differ.items():
+        other = keys_of(items, SERVED.model_copy(update={key: value}))
+        assert not set(other) & set(base), key
+    assert not set(keys_of(items, seed=8)) & set(base)
+    assert not set(keys_of(items, prompt_suffix=" ")) & set(base)
+    sampled = keys_of(items[:1], SERVED.model_copy(update={"n": 2, "temperature": 0.7}))
+    assert len(set(sampled)) == 2  # the sample index

@@ -51,6 +51,15 @@ class OpenAIOptions(Section):
     connect_timeout_s: float = Field(5.0, gt=0.0, description="start-up check of the server")
 
 
+class CacheOptions(Section):
+    """How generations are written to the teacher cache: in segments of ``segment_size``,
+    or sooner when the oldest waiting one is ``flush_s`` seconds old (0: at once). A run
+    killed with SIGKILL loses at most what waits; the outputs never depend on these."""
+
+    segment_size: int = Field(256, ge=1, description="generations per segment file")
+    flush_s: float = Field(10.0, ge=0.0, description="longest wait before a segment is written")
+
+
 class TeacherConfig(Section):
     backend: Literal["reference", "transformers", "vllm", "openai"] = "reference"
     model: str = "smollm2-135m-instruct"
@@ -70,6 +79,7 @@ class TeacherConfig(Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     vllm: VllmOptions = VllmOptions()
     openai: OpenAIOptions = OpenAIOptions()
+    cache: CacheOptions = CacheOptions()
 
     @model_validator(mode="after")
     def _sampling(self) -> "TeacherConfig":

@@ -157,20 +157,24 @@ def run_backend(requests: list[Request], cache: GenerationCache, backend: Teache
 
 
 def generate_rationales(items: list[dict], cfg, answer_prefix: str, seed: int,
-                        backend: TeacherBackend | None = None,
-                        cache_dir: str | None = None) -> tuple[list[dict], list[dict], dict]:
-    """Return (kept rationales, all generations, stats); ``cache_dir`` makes it resumable."""
+                        backend: TeacherBackend | None = None, cache_dir: str | None = None,
+                        store: str | None = None) -> tuple[list[dict], list[dict], dict]:
+    """Return (kept rationales, all generations, stats). ``cache_dir``: new generations are
+    written there as they arrive (the run resumes from it); ``store``: the shared store,
+    read first (:mod:`pst_distill.teacher.cache`)."""
     if cfg.max_items:
         items = items[: cfg.max_items]
     backend = backend or make_backend(cfg, answer_prefix)
     backend.check()
     sampling = sampling_from(cfg, seed)
     requests = build_requests(items, cfg, backend, sampling, answer_prefix, seed)
-    cache = GenerationCache(cache_dir)
+    cache = GenerationCache(cache_dir, read=[store] if store else [],
+                            segment_size=cfg.cache.segment_size, flush_s=cfg.cache.flush_s)
     progress = Progress(len(requests), backend.name)
     try:
         done = run_backend(requests, cache, backend, sampling, progress)
-    finally:
+    finally:  # also on an interrupt: what was generated is written before the run ends
+        cache.close()
         progress.close()
         backend.close()
     generations, dropped = [], Counter()

@@ -42,14 +42,18 @@ vllm-env: $(VLLM_STAMP)
 run: $(STAMP)
 	PATH=$(abspath $(VENV))/bin:$$PATH dvc repro
 
-# the test suite (CPU; `gpu` tests skip without CUDA); the vLLM tests use .venv-vllm
+# the test suite (CPU; `gpu` tests skip without CUDA): every lane but `network`, the vLLM
+# tests on .venv-vllm; CI runs exactly this (.ci/run)
+# two workers, one thread each (most of the suite waits on process starts, not on a core);
+# whole files per worker, the heaviest first (tests/conftest.py orders them)
 test: $(STAMP) $(VLLM_STAMP)
 	PATH=$(abspath $(VENV))/bin:$$PATH PST_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python \
-	  $(PY) -m pytest -q tests
+	  OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile -m "not network" tests
 
-# the fast lane while developing: unit tests only, no model loads (under 2 minutes)
+# the fast lane while developing: no model, no dvc, no vLLM, no GPU, no network (about 30 s)
 test-fast: $(STAMP)
-	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m pytest -q tests/unit
+	PATH=$(abspath $(VENV))/bin:$$PATH OMP_NUM_THREADS=1 \
+	  $(PY) -m pytest -q -n 2 --dist loadfile -m "not (model or dvc or vllm or gpu or network)" tests
 
 # every section of params.yaml at once, and what this machine lacks for it
 check: $(STAMP)

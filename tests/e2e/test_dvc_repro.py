@@ -4,10 +4,6 @@ metrics, finish reasons), then that a second repro does nothing and `dvc status`
 
 import json
 import math
-import os
-import shutil
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from statistics import mean
@@ -15,37 +11,19 @@ from statistics import mean
 import numpy as np
 import pytest
 import yaml
+from project import copy_project, profile, run_dvc
 
-ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow
-
-
-def run(cmd, cwd, timeout=1200):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert out.returncode == 0, f"{' '.join(cmd)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}"
-    return out.stdout
-
-
-def project_files() -> list[str]:
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                         cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    return [f for f in out if (ROOT / f).is_file()]
+pytestmark = [pytest.mark.model, pytest.mark.dvc]
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    dst = tmp_path_factory.mktemp("repo")
-    for rel in project_files():
-        target = dst / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, target)
-    shutil.copy2(ROOT / "profiles/tiny.yaml", dst / "params.yaml")
-    (dst / "dvc.lock").unlink(missing_ok=True)
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"]):
-        run(cmd, dst)
-    run(["dvc", "repro"], dst)
+def repo(tmp_path_factory, dvc_cache):
+    """The tiny profile on one training seed (the report's handling of several seeds is
+    tested in tests/unit/test_report.py), in a project copy sharing the session's cache."""
+    params = profile("tiny")
+    params["train"]["seeds"] = params["train"]["seeds"][:1]
+    dst = copy_project(tmp_path_factory.mktemp("repo"), params, dvc_cache=dvc_cache)
+    run_dvc(["repro"], dst)
     return dst
 
 
@@ -280,8 +258,8 @@ def test_adaptive_modes_and_routes_cover_the_evaluation_set(repo):
 
 
 def test_second_repro_is_a_noop_and_status_clean(repo):
-    out = run(["dvc", "repro"], repo)
+    _, out = run_dvc(["repro"], repo)
     assert "didn't change, skipping" in out or "is cached" in out
     assert "Running stage" not in out
-    status = run(["dvc", "status"], repo)
+    _, status = run_dvc(["status"], repo)
     assert "up to date" in status, status

@@ -26,7 +26,7 @@ from pst_distill.config.sections import parse
 from pst_distill.config.common import FormatConfig
 from pst_distill.train.data import encode_rows, make_batch
 
-pytestmark = [pytest.mark.gpu, pytest.mark.slow]
+pytestmark = [pytest.mark.gpu, pytest.mark.model]
 FMT = FormatConfig()
 D_EMBED = 16
 

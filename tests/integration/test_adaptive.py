@@ -69,6 +69,7 @@ def test_answer_confidence_reads_the_answer_tokens_only(tok):
     assert nothing == (0.0, 0.0)
 
 
+@pytest.mark.model
 def test_student_starts_each_control_at_its_delimiter_and_trains_it():
     from pst_distill.train.model import load_student
 
@@ -91,6 +92,7 @@ def test_student_starts_each_control_at_its_delimiter_and_trains_it():
     assert mode_controls("pst", fmt) is None
 
 
+@pytest.mark.model
 def test_prompt_features_are_the_last_hidden_state_without_the_lm_head(tmp_path):
     """The decoder alone gives the full model's last hidden state at each prompt's end."""
     import torch

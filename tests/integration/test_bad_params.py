@@ -1,35 +1,35 @@
 """Every bad value in params.yaml stops its stage at start-up: exit 2, the key named in one
 message, no traceback, nothing written, within seconds (under 5 s).
 
-Each case runs the real stage script as a subprocess, with the exact command line of
-dvc.yaml, but every path pointing into a folder that does not exist: the error must come
-from the params, before any input is read or any model loads. The shipped params.yaml is
-the base; each case changes one thing.
+Each case runs the real stage script with the exact command line of dvc.yaml, but every
+path pointing into a folder that does not exist: the error must come from the params,
+before any input is read or any model loads. The shipped params.yaml is the base; each
+case changes one thing. A few cases run as DVC runs a stage, in its own process (exit
+status, stderr, time); every case runs in this interpreter for its message (the stage's
+script as ``__main__``), which costs no interpreter start-up.
 """
 
 from __future__ import annotations
 
-import http.server
 import os
 import re
+import runpy
 import shlex
-import socket
 import subprocess
 import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
+from hub import LoopbackHub, go_online
 
 from pst_distill.config.sections import load_section
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-LIMIT_S = 5.0  # the issue's bound; a refusal takes 1-2 s here (start-up), 2.5 s more if the hub hangs
+LIMIT_S = 5.0  # a refusal takes 1-2 s here (start-up), 2.5 s more if the hub hangs
 SECTION_OF = {"prepare_data": "prepare", "generate_rationales": "teacher",
               "embed_rationales": "embed", "assemble_dataset": "assemble",
               "train_student": "train", "evaluate_student": "evaluate", "report": "report"}
@@ -45,7 +45,7 @@ def _cuda_available() -> bool:
 
 
 # (stage, {dotted key: new value}, text that must appear in stderr). A key ending in
-# ``-`` deletes it. ``hub`` cases run online against a loopback server (see below).
+# ``-`` deletes it. ``hub`` cases run online against a loopback hub (tests/support/hub.py).
 CASES = [
     # prepare_data
     ("prepare_data", {"prepare.test_frac": 1.5}, "prepare.test_frac"),
@@ -96,9 +96,9 @@ CASES = [
     ("embed_rationales", {"embed.batch_size": 0}, "embed.batch_size"),
     ("embed_rationales", {"embed.model": "no-org/hub-does-not-answer", "hub": "hang"},
      "embed.model: could not check hub id"),
-    ("embed_rationales", {"embed.model": "no-org/not-on-the-hub", "hub": "404"},
+    ("embed_rationales", {"embed.model": "no-org/not-on-the-hub", "hub": "answers"},
      "embed.model: hub id 'no-org/not-on-the-hub' not found on the hub"),
-    ("embed_rationales", {"embed.model": "org/real", "embed.revision": "v9", "hub": "404"},
+    ("embed_rationales", {"embed.model": "org/real", "embed.revision": "v9", "hub": "answers"},
      "embed.revision: revision 'v9' of 'org/real' not found on the hub"),
     # assemble_dataset
     ("assemble_dataset", {"assemble.methods": ["pst", "cot"]}, "assemble.methods"),
@@ -116,7 +116,7 @@ CASES = [
     ("train_student", {"train.methods": {"answer_only": {}}},
      "method 'pst' is not under train.methods"),
     ("train_student", {"train.defaults.model": "no-org/no-such-student"}, "train.defaults.model"),
-    ("train_student", {"train.defaults.model": "no-org/gone", "hub": "404"},
+    ("train_student", {"train.defaults.model": "no-org/gone", "hub": "answers"},
      "train.defaults.model: hub id 'no-org/gone' not found on the hub"),
     ("train_student", {"train.methods.pst.model": "./students/missing"}, "train.methods.pst.model"),
     ("train_student", {"train.defaults.device": "cuda", **CUDA}, "train.defaults.device"),
@@ -162,97 +162,121 @@ def stage_command(stage: str, params: Path, missing: Path) -> list[str]:
     return [sys.executable, str(ROOT / args[1]), *args[2:]]
 
 
-class _Hub:
-    """A loopback stand-in for the hub (the real one is unreachable here): ``404`` answers
-    as the hub does (it knows only ``org/real``, at no revision but main: 404 with the
-    hub's X-Error-Code header otherwise); ``hang`` accepts and never answers."""
-
-    def __init__(self):
-        class NotFound(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                real = self.path.startswith("/api/models/org/real/revision/")
-                code = "RevisionNotFound" if real else "RepoNotFound"
-                self.send_response(404)
-                self.send_header("X-Error-Code", code)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(b'{"error": "not found"}')
-
-            def log_message(self, *args):
-                pass
-
-        self.http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
-        threading.Thread(target=self.http.serve_forever, args=(0.05,), daemon=True).start()
-        self.silent = socket.socket()
-        self.silent.bind(("127.0.0.1", 0))
-        self.silent.listen(8)  # connections queue in the backlog; nothing ever answers
-        self.url = {"404": f"http://127.0.0.1:{self.http.server_address[1]}",
-                    "hang": f"http://127.0.0.1:{self.silent.getsockname()[1]}"}
-
-    def close(self):
-        self.http.shutdown()
-        self.silent.close()
-
-
-def run_case(case, tmp: Path, hub: _Hub) -> dict:
-    stage, changes, _ = case
+def case_params(case, tmp: Path) -> tuple[Path, str | None]:
+    """Write the case's params under ``tmp``; returns (params file, hub mode or None)."""
+    _, changes, _ = case
     changes = dict(changes)
     changes.pop("cpu_only", None)
     online = changes.pop("hub", None)
     tmp.mkdir(parents=True)
     params = tmp / "params.yaml"
     params.write_text(yaml.safe_dump(edited(changes), sort_keys=False))
+    return params, online
+
+
+def run_case(case, tmp: Path, hub: LoopbackHub) -> dict:
+    """The stage as DVC runs it: its own interpreter."""
+    params, online = case_params(case, tmp)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     env.pop("TRANSFORMERS_OFFLINE", None)
     if online:
         env.pop("HF_HUB_OFFLINE")
         env["HF_ENDPOINT"] = hub.url[online]
     start = time.perf_counter()
-    out = subprocess.run(stage_command(stage, params, tmp / "missing"), cwd=tmp, env=env,
+    out = subprocess.run(stage_command(case[0], params, tmp / "missing"), cwd=tmp, env=env,
                          capture_output=True, text=True, timeout=120)
     return {"rc": out.returncode, "stderr": out.stderr, "seconds": time.perf_counter() - start,
             "wrote": (tmp / "missing").exists()}
 
 
+def run_in_process(case, tmp: Path, hub: LoopbackHub, monkeypatch, capsys) -> dict:
+    """The stage's script run as ``__main__`` in this interpreter (its ``cli`` turns a bad
+    input into ``error: ...`` and exit 2; anything else escapes as a traceback would)."""
+    params, online = case_params(case, tmp)
+    if online:
+        go_online(monkeypatch, hub.url[online])
+    else:
+        monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    script, *args = stage_command(case[0], params, tmp / "missing")[1:]
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    monkeypatch.chdir(tmp)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(script, run_name="__main__")
+    return {"rc": stop.value.code, "stderr": capsys.readouterr().err,
+            "wrote": (tmp / "missing").exists()}
+
+
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    """All cases, two at a time (each is mostly interpreter start-up); those that wait on
-    the network, and any that ran over the limit beside a neighbour, alone afterwards, so
-    that the time measured is the stage's own (the first time is kept for the report)."""
-    root = tmp_path_factory.mktemp("bad_params")
-    hub = _Hub()
-    waits = {i for i, case in enumerate(CASES) if case[1].get("hub") == "hang"}
-    try:
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            futures = {i: pool.submit(run_case, case, root / f"case{i}", hub)
-                       for i, case in enumerate(CASES) if i not in waits}
-            done = {i: f.result() for i, f in futures.items()}
-        for i in sorted(waits | {i for i, r in done.items() if r["seconds"] >= LIMIT_S}):
-            first = done.get(i, {}).get("seconds")
-            done[i] = {**run_case(CASES[i], root / f"case{i}-alone", hub), "first_seconds": first}
-        return [done[i] for i in range(len(CASES))]
-    finally:
-        hub.close()
+def hub():
+    server = LoopbackHub()
+    yield server
+    server.close()
 
 
-def test_enough_cases():
-    assert len(CASES) >= 30 and set(SECTION_OF) == {c[0] for c in CASES}
-
-
-@pytest.mark.parametrize("index", range(len(CASES)),
-                         ids=[f"{c[0]}-{'+'.join(k for k in c[1] if k != 'cpu_only')}" for c in CASES])
-def test_bad_param_stops_the_stage(results, index):
-    stage, changes, expected = CASES[index]
-    if changes.get("cpu_only") and _cuda_available():
-        pytest.skip("this machine has CUDA: device cuda is a valid value here")
-    res = results[index]
+def check_refusal(res: dict, expected: str) -> None:
     assert res["rc"] == 2, res["stderr"][-2000:]
     assert expected in res["stderr"], res["stderr"][-2000:]
     assert res["stderr"].startswith("error: "), res["stderr"][-2000:]
     assert "Traceback" not in res["stderr"]
     assert not res["wrote"], "the stage wrote output before refusing its params"
-    assert res["seconds"] < LIMIT_S, \
-        f"{res['seconds']:.1f} s alone (beside another: {res.get('first_seconds')})"
+
+
+def case_id(case) -> str:
+    return f"{case[0]}-{'+'.join(k for k in case[1] if k != 'cpu_only')}"
+
+
+def skip_on_cuda(case) -> None:
+    if case[1].get("cpu_only") and _cuda_available():
+        pytest.skip("this machine has CUDA: device cuda is a valid value here")
+
+
+# the contract as DVC sees it, in the stage's own process: exit 2, one `error:` line, no
+# traceback, nothing written, within LIMIT_S (start-up included); one case of each kind of
+# check: a value, a task option, a model id checked offline, a hub that never answers, a
+# device this machine lacks, a section's cross-check
+def pick(stage: str, key: str, **also) -> tuple:
+    return next(c for c in CASES if c[0] == stage and key in c[1]
+                and all(c[1].get(k) == v for k, v in also.items()))
+
+
+SUBPROCESS = [pick("prepare_data", "prepare.test_frac"),
+              pick("prepare_data", "prepare.tasks.1.options"),
+              pick("generate_rationales", "teacher.model", **TRANSFORMERS_TEACHER),
+              pick("embed_rationales", "embed.model", hub="hang"),
+              pick("train_student", "train.defaults.device"),
+              pick("train_student", "assemble.methods"),
+              pick("report", "report.score")]
+
+
+@pytest.mark.parametrize("case", SUBPROCESS, ids=[case_id(c) for c in SUBPROCESS])
+def test_a_bad_param_stops_the_stage_process_at_once(case, tmp_path, hub):
+    skip_on_cuda(case)
+    res = run_case(case, tmp_path / "case", hub)
+    check_refusal(res, case[2])
+    assert res["seconds"] < LIMIT_S, f"{res['seconds']:.1f} s"
+
+
+# every case's message, in this interpreter (the process contract is the same code path)
+@pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])
+def test_bad_param_is_refused_naming_it(case, tmp_path, hub, monkeypatch, capsys):
+    skip_on_cuda(case)
+    check_refusal(run_in_process(case, tmp_path / "case", hub, monkeypatch, capsys), case[2])
+
+
+def params_stages() -> list[str]:
+    return sorted(name for name, spec in DVC["stages"].items()
+                  if "--params" in spec.get("do", spec)["cmd"])
+
+
+@pytest.mark.parametrize("stage", params_stages())
+def test_every_stage_checks_its_params_before_it_reads_an_input(stage, tmp_path, hub,
+                                                                monkeypatch, capsys):
+    """Each stage of dvc.yaml that takes params refuses a bad common value before it
+    touches its (here missing) inputs: the error names the value, not a file."""
+    case = (stage, {"common.seed": -1}, "common.seed")
+    check_refusal(run_in_process(case, tmp_path / "case", hub, monkeypatch, capsys), case[2])
 
 
 def test_shipped_params_pass_every_stage_check():

@@ -7,7 +7,7 @@ import pytest
 
 from pst_distill.embed.encode import embed_rationales, load_embedder
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.model
 
 TEXTS = ["The coin starts heads up. Ada flips it, so it is tails up.",
          "45 + 8 = 53. So Rosa has 53 stickers.",

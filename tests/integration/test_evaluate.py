@@ -69,7 +69,7 @@ def answer_line() -> str:
     return f"{FMT.answer_prefix} {ITEM['answer']}"
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_prompts_of_the_batch_differ_in_length(post_thinking):
     _, tok = load(post_thinking)
     lengths = [n_tokens(tok, render_prompt(tok, inference_prompt("pst", it["question"])))
@@ -77,7 +77,7 @@ def test_prompts_of_the_batch_differ_in_length(post_thinking):
     assert lengths == sorted(set(lengths)), lengths  # ITEM is padded on the left in its batch
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_answer_first_generation_stops_at_rationale_delimiter(post_thinking):
     preds, metrics, tok = run_eval(post_thinking, "post_thinking")
     p = preds[0]
@@ -90,7 +90,7 @@ def test_answer_first_generation_stops_at_rationale_delimiter(post_thinking):
     assert metrics["generation"]["scored_text"] == "first line"
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_pst_generation_stops_at_sem(pst):
     preds, metrics, tok = run_eval(pst, "pst")
     p = preds[0]
@@ -107,7 +107,7 @@ def test_pst_generation_stops_at_sem(pst):
     assert free.startswith(f"{answer_line()}\n{FMT.sem_token}") and len(free) > len(alone["text"]) + 6
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_pre_thinking_writes_its_rationale_and_is_scored_on_the_whole_completion(pre_thinking):
     # max_new_tokens (answer-first budget) is far too small: pre_thinking must not use it
     preds, metrics, tok = run_eval(pre_thinking, "pre_thinking", max_new_tokens=4,
@@ -123,7 +123,7 @@ def test_pre_thinking_writes_its_rationale_and_is_scored_on_the_whole_completion
     assert gen["scored_text"] == "whole completion"
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_generate_rationale_goes_past_the_delimiter(post_thinking):
     preds, metrics, tok = run_eval(post_thinking, "post_thinking", generate_rationale=True,
                                    max_new_tokens_rationale=60)
@@ -133,7 +133,7 @@ def test_generate_rationale_goes_past_the_delimiter(post_thinking):
     assert p["correct_strict"] and metrics["generation"]["max_new_tokens"] == 60
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_metrics_add_up_to_the_predictions(post_thinking):
     preds, m, _ = run_eval(post_thinking, "post_thinking")
     assert m["stage"] == "evaluate_student" and m["method"] == "post_thinking" and m["n"] == 3
@@ -149,7 +149,7 @@ def test_metrics_add_up_to_the_predictions(post_thinking):
     assert {t: v["selected"] for t, v in m["selection"]["tasks"].items()} == dict(by_task)
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_left_padded_batch_generates_what_one_by_one_generation_does():
     """The packaged SmolLM2, greedy: prompts of very different lengths in one batch."""
     model, tok = load_causal_lm("smollm2-135m-instruct", device="cpu", dtype="float32")
@@ -167,7 +167,7 @@ def test_left_padded_batch_generates_what_one_by_one_generation_does():
         assert ("stop" in {r["finish_reason"] for r in batched}) == bool(stops)
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_decode_completion_ends_at_eos_or_padding_and_cuts_at_stops():
     """The one decoder of generated rows (evaluation, transformers teacher, test server)."""
     from pst_distill.train.model import add_sem_token
@@ -202,6 +202,7 @@ def test_answer_first_is_scored_on_its_first_line():
     assert not score(item, res, "pre_thinking")["correct_strict"]  # last answer line counts
 
 
+@pytest.mark.model
 def test_incremental_answer_line_stop_matches_the_rule_on_real_tokens():
     """The O(1) stop against the rule by definition (decode the whole completion at every
     step), on the SmolLM2 tokenizer, whose tokens join a newline to text on either side."""

@@ -72,7 +72,7 @@ def loss_and_grads(pst, batch, s):
     return out, loss.detach(), den, grads
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_packed_rows_hold_several_examples_with_restarting_positions(setup):
     s, _, tok, examples, targets = setup
     rows = pack(examples, s.pack_length)
@@ -88,7 +88,7 @@ def test_packed_rows_hold_several_examples_with_restarting_positions(setup):
         assert b["labels"][r, start] == losses.IGNORE  # never a target across examples
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_packed_batch_equals_unpacked_in_every_loss_part_and_gradient(setup):
     s, pst, tok, examples, targets = setup
     rows = pack(examples, s.pack_length)
@@ -113,7 +113,7 @@ def test_packed_batch_equals_unpacked_in_every_loss_part_and_gradient(setup):
     assert not torch.allclose(out_x["sem"], out_u["sem"], rtol=1e-3)
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_rationale_mean_pooling_is_per_example_inside_a_row(setup):
     s, pst, tok, examples, targets = setup
     rows = pack(examples, s.pack_length)

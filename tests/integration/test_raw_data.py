@@ -8,15 +8,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from project import copy_project, profile
 
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.dvc
+
 RAW = "data/raw/coin_flip.jsonl"
 
 
@@ -69,21 +69,10 @@ def local_rev(repo: Path) -> str:
 @pytest.fixture
 def repo(tmp_path):
     """A git + DVC copy of the project, params = tiny profile with one local hub-format task."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    dst = tmp_path / "repo"
-    for rel in files:
-        if (ROOT / rel).is_file():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, dst / rel)
-    params = yaml.safe_load((ROOT / "profiles/tiny.yaml").read_text())
+    params = profile("tiny")
     params["prepare"] = {"test_frac": 0.25, "tasks": [
         {"name": "coin_flip", "source": "hub", "n": 100, "data_files": RAW}]}
-    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (dst / "dvc.lock").unlink(missing_ok=True)
-    run(["git", "init", "-q"], dst)
-    commit(dst, "copy")
-    return dst
+    return copy_project(tmp_path / "repo", params)
 
 
 NAMES = ["ana", "ben", "cy", "dee", "eli", "fay", "gus", "hal", "ivy", "jo"]

@@ -14,14 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from project import copy_project, profile
 from safetensors.torch import load_file
 from student_fixtures import FMT, assembled_rows, embeddings, items, settings, tiny_model_dir
 
 from pst_distill.train import loop
 
-pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.model
 STAGE = "train_student@pst-1"
 
 
@@ -96,27 +95,17 @@ def assert_no_pickle(folder: Path) -> None:
         load_file(p) if p.suffix == ".safetensors" else json.loads(p.read_text())
 
 
-def project_copy(dst: Path, **defaults) -> Path:
-    """A git repo with the project's files and profiles/tiny.yaml as params, trained
-    methods cut to pst, ``train.defaults`` updated with ``defaults`` (which pst's own
-    block then does not override)."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    for rel in files:
-        if (ROOT / rel).is_file():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, dst / rel)
-    params = yaml.safe_load((ROOT / "profiles/tiny.yaml").read_text())
+def project_copy(dst: Path, dvc_cache: Path, **defaults) -> Path:
+    """A project copy (sharing the session's DVC cache, so the upstream stages another test
+    ran come from the run-cache) with profiles/tiny.yaml as params, trained methods cut to
+    pst on one seed, ``train.defaults`` updated with ``defaults`` (which pst's own block then
+    does not override)."""
+    params = profile("tiny")
     params["train"]["defaults"].update(defaults)
     pst = params["train"]["methods"]["pst"]  # the profile's pst overrides yield to the test's
     params["train"]["methods"] = {"pst": {k: v for k, v in pst.items() if k not in defaults}}
     params["train"]["seeds"] = [1]  # one stage: train_student@pst-1
-    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (dst / "dvc.lock").unlink(missing_ok=True)
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"]):
-        subprocess.run(cmd, cwd=dst, check=True, capture_output=True)
-    return dst
+    return copy_project(dst, params, dvc_cache=dvc_cache)
 
 
 def dvc(args, cwd, **kwargs):
@@ -132,27 +121,32 @@ def finish(proc, timeout=1200) -> str:
     return out
 
 
-def test_sigkill_during_dvc_repro_then_repro_resumes_to_the_same_weights(tmp_path):
-    repo = project_copy(tmp_path / "repo", steps=6, save_every=2)
+@pytest.mark.dvc
+def test_sigkill_during_dvc_repro_then_repro_resumes_to_the_same_weights(tmp_path, dvc_cache):
+    """The tiny random student (the 135M one adds only time here): 60 steps, a state every
+    10, killed as soon as the first state is on disk."""
+    steps = 60
+    repo = project_copy(tmp_path / "repo", dvc_cache, steps=steps, save_every=10,
+                        model=tiny_model_dir(tmp_path / "tiny"))
     finish(dvc(["repro", "assemble_dataset"], repo))
     proc = dvc(["repro", STAGE], repo, start_new_session=True)
-    deadline = time.monotonic() + 900
+    deadline = time.monotonic() + 600
     while not list((repo / ".cache/train").glob("pst-*/latest/progress.json")):
         assert proc.poll() is None, "training ended before a resumable state was written"
         assert time.monotonic() < deadline
-        time.sleep(0.2)
+        time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
     saved = json.loads(next((repo / ".cache/train").glob("pst-*/latest/progress.json")).read_text())
-    assert 2 <= saved["step"] < 6
+    assert 10 <= saved["step"] < steps
 
     out = finish(dvc(["repro", STAGE], repo))
-    assert f"resuming from step {saved['step']}" in out or "resuming from step" in out, out[-3000:]
+    assert f"resuming from step {saved['step']}" in out, out[-3000:]
     assert not list((repo / ".cache/train").glob("pst-*"))  # cleaned after the finish
     resumed = tmp_path / "resumed"
     shutil.copytree(repo / "models/pst-1", resumed)
     metrics = json.loads((repo / "metrics/train/pst-1.json").read_text())
-    assert metrics["steps"] == 6
+    assert metrics["steps"] == steps
 
     finish(dvc(["repro", "-f", "-s", STAGE], repo))  # uninterrupted, from scratch
     assert_same_weights(resumed, repo / "models/pst-1")

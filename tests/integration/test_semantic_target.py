@@ -16,7 +16,7 @@ from pst_distill.train import loop
 from pst_distill.train.data import encode_rows
 from pst_distill.train.checkpoint import load_head
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.model
 N = 6
 PERM = [(5 * i + 2) % N for i in range(N)]  # emb_row of row i: a permutation, no fixed point
 

@@ -66,7 +66,7 @@ def want_part(kind: str, label_sem: bool) -> tuple[int, bool]:
             "rationale": (RATIONALE, True)}[kind]
 
 
-@pytest.mark.slow
+@pytest.mark.model
 @pytest.mark.parametrize("label_sem", LABEL_SEM)
 # adaptive's prompt and mode control are adjacent unsupervised runs: tests/integration/test_adaptive.py
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "adaptive"])
@@ -87,7 +87,7 @@ def test_spans_match_segments_exactly(tok, method, label_sem):
         assert [decode(tok, ids) for _, ids in got] == [t for _, t in want]
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_prompt_uses_chat_template_and_sem_is_one_masked_token(tok):
     ex = encode_segments(seqs("pst")[0], tok, max_length=512)
     prompt = decode(tok, [t for t, p in zip(ex.input_ids, ex.parts) if p == NO_LOSS][:-1])
@@ -107,7 +107,7 @@ def test_prompt_uses_chat_template_and_sem_is_one_masked_token(tok):
     assert diff == [ex.sem_pos]
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_no_chat_template_falls_back_to_plain_prompt(tok):
     saved = tok.chat_template
     try:
@@ -117,7 +117,7 @@ def test_no_chat_template_falls_back_to_plain_prompt(tok):
         tok.chat_template = saved
 
 
-@pytest.mark.slow
+@pytest.mark.model
 @pytest.mark.parametrize("label_sem", LABEL_SEM)
 @pytest.mark.parametrize("method", ["pre_thinking", "post_thinking", "pst"])
 def test_truncation_cuts_only_the_rationale_from_the_right(tok, method, label_sem):
@@ -134,7 +134,7 @@ def test_truncation_cuts_only_the_rationale_from_the_right(tok, method, label_se
     assert rat == rat_full[: len(rat_full) - 7]
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_too_long_prompt_and_answer_is_dropped_and_counted(tok):
     rows = [{"segments": seqs("answer_only")[0], "emb_row": None},
             {"segments": seqs("post_thinking")[0], "emb_row": 3}]
@@ -145,7 +145,7 @@ def test_too_long_prompt_and_answer_is_dropped_and_counted(tok):
     assert [e.emb_row for e in examples] == [-1, 3] and stats["sequences"] == 2
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_collate_pads_right_with_masks(tok):
     examples, _ = encode_rows([{"segments": s} for s in seqs("step_by_step")], tok, 512)
     b = collate(examples, tok.pad_token_id)

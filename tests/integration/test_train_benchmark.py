@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "train_throughput.py"
-pytestmark = pytest.mark.slow  # loads the packaged tokenizer and trains tiny models
+pytestmark = pytest.mark.model  # loads the packaged tokenizer and trains tiny models
 RUN_FIELDS = {"tokens_per_s", "real_tokens", "padded_tokens", "padding_frac", "seconds", "steps",
               "mfu", "peak_mem_bytes", "peak_mem_kind"}
 

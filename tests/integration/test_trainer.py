@@ -20,7 +20,7 @@ from pst_distill.train.model import wrap_student
 from pst_distill.train.checkpoint import load_head
 from pst_distill.train.model import load_student
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.model
 
 
 @pytest.fixture(scope="module")

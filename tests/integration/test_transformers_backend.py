@@ -6,7 +6,7 @@ from pst_distill.config.teacher import TeacherConfig
 from pst_distill.teacher.generate import generate_rationales, make_backend
 from pst_distill.teacher.transformers_backend import trim_completion
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.model
 PREFIX = "Answer:"
 
 

@@ -1,26 +1,16 @@
-"""tests/unit is the fast lane (`make test-fast`): no model loads and no `slow` tests here.
-
-A test that needs the packaged SmolLM2 (its tokenizer included: the alias converts the
-model) or the MiniLM embedder belongs in tests/integration.
-"""
+"""tests/unit: pure logic. No test here needs a model, DVC, vLLM, a GPU or the network;
+a test that does belongs in tests/integration (or tests/e2e, tests/gpu)."""
 
 from __future__ import annotations
 
 import pytest
 
+HEAVY = ("model", "dvc", "vllm", "gpu", "network")
+
 
 def pytest_collection_modifyitems(config, items):
-    slow = [item.nodeid for item in items
-            if item.get_closest_marker("slow") and "tests/unit/" in item.nodeid.replace("\\", "/")]
-    if slow:
-        raise pytest.UsageError("slow tests belong in tests/integration, not tests/unit: "
-                                + ", ".join(slow))
-
-
-@pytest.fixture(autouse=True)
-def no_model_loads(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a unit test loads a model; move it to tests/integration")
-
-    monkeypatch.setattr("pst_distill.models.packaged_model_dir", refuse)
-    monkeypatch.setattr("pst_distill.embed.encode.load_embedder", refuse)
+    heavy = [item.nodeid for item in items if "tests/unit/" in item.nodeid.replace("\\", "/")
+             and any(item.get_closest_marker(m) for m in HEAVY)]
+    if heavy:
+        raise pytest.UsageError(f"tests marked {', '.join(HEAVY)} belong outside tests/unit: "
+                                + ", ".join(heavy))

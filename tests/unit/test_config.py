@@ -255,36 +255,13 @@ def test_offline_hub_id_found_in_the_hf_cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def hub_standin(monkeypatch):
-    """The hub is unreachable here: a loopback server answers as it does for unknown repos
-    and revisions (404 with its X-Error-Code header)."""
-    import http.server
-    import threading
+    """The hub is unreachable here: a loopback server answers as it does (tests/support)."""
+    from hub import LoopbackHub, go_online
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            known = self.path == "/api/models/org/real"
-            real = self.path.startswith("/api/models/org/real/revision/")
-            code = "RevisionNotFound" if real else "RepoNotFound"
-            self.send_response(200 if known else 404)
-            if not known:
-                self.send_header("X-Error-Code", code)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(b'{"id": "org/real"}' if known else b'{"error": "not found"}')
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    from huggingface_hub import constants
-
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # read from the env at its import
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    hub = LoopbackHub()
+    go_online(monkeypatch, hub.url["answers"])
     yield
-    server.shutdown()
+    hub.close()
 
 
 def test_online_hub_ids_one_request_naming_the_key(tmp_path, hub_standin):

@@ -1,4 +1,5 @@
-"""Stage prepare_data: build every configured task, split train/test by id hash."""
+"""Stage prepare_data: build every configured task, split train/test by id hash (or, with
+prepare.split: validation, train/validation within the training questions)."""
 
 import argparse
 from collections import Counter
@@ -28,19 +29,19 @@ def main() -> None:
             task_records, sources[spec.name] = load_task(spec, common.seed)
             log.info("%s (%s): %d items", spec.name, spec.source, len(task_records))
             records.extend(task_records)
-        train, test = split_records(records, cfg.test_frac)
+        train, test = split_records(records, cfg.test_frac, cfg.split, cfg.validation_frac)
     with timer.phase("write"):
         write_jsonl(args.train, train)
         write_jsonl(args.test, test)
     stats = {
         "train": dict(Counter(r["task"] for r in train)),
-        "test": dict(Counter(r["task"] for r in test)),
+        cfg.split: dict(Counter(r["task"] for r in test)),  # written to the --test file
         "with_reference_rationale": sum(bool(r.get("reference_rationale")) for r in records),
         "sources": sources,  # per task: hub dataset commit read, or local:<sha256> of the file
         "timings": timer.as_dict(),
     }
     write_json(args.stats, stats)
-    log.info("wrote %d train and %d test items", len(train), len(test))
+    log.info("wrote %d train and %d %s items", len(train), len(test), cfg.split)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ summary.json (metrics) and PNG plots."""
 import argparse
 from pathlib import Path
 
+import yaml
+
 from pst_distill.config import load
 from pst_distill.config.adaptive import AdaptiveConfig
 from pst_distill.config.report import ReportConfig
@@ -33,8 +35,10 @@ def main() -> None:
 
     common, cfg, acfg = load(args.params, report=ReportConfig, adaptive=AdaptiveConfig)
     log = setup("report", common, cfg)
+    train = yaml.safe_load(Path(args.params).read_text())["train"]  # checked by train_student
+    runs = frozenset((m, s) for m in train["methods"] for s in train["seeds"])
     inputs = Inputs(Path(args.predictions), Path(args.train), Path(args.test),
-                    Path(args.train_metrics), Path(args.curves))
+                    Path(args.train_metrics), Path(args.curves), runs)
     outputs = Outputs(Path(args.out), Path(args.summary), Path(args.accuracy_plot),
                       Path(args.loss_plot), Path(args.frontier_plot))
     with timer.phase("report"):

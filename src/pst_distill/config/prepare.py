@@ -110,6 +110,12 @@ class TaskSpec(Section):
 class PrepareConfig(Section):
     tasks: list[TaskSpec] = Field(..., min_length=1)
     test_frac: float = Field(0.2, gt=0.0, lt=1.0)
+    split: Literal["test", "validation"] = Field("test", description="what the students are "
+                                                 "evaluated on: the test split, or a validation "
+                                                 "split of the training questions (for choosing "
+                                                 "settings; the test questions stay unread)")
+    validation_frac: float = Field(0.2, gt=0.0, lt=1.0, description="share of the training "
+                                   "questions held out when split is validation")
 
     @model_validator(mode="after")
     def _tasks(self) -> "PrepareConfig":

@@ -26,6 +26,7 @@ import numpy as np
 from pst_distill.config.adaptive import AdaptiveConfig
 from pst_distill.io import read_json, read_jsonl, write_json, write_text
 from pst_distill.report import frontier as fr
+from pst_distill.report.headline import headline
 from pst_distill.report import tables as rt
 from pst_distill.report.plots import plot_accuracy, plot_frontier, plot_losses
 from pst_distill.report.stats import accuracy_interval, best_constant_baseline, majority_baseline
@@ -44,6 +45,9 @@ class Inputs:
     test: Path  # prepared test split (jsonl)
     train_metrics: Path  # folder of <method>-<seed>.json
     curves: Path  # folder of <method>-<seed>.tsv
+    # the runs the params ask for ((method, seed) of train.methods x train.seeds): files of
+    # other runs (left in the folders by an earlier matrix) are skipped; None: every file
+    runs: frozenset | None = None
 
 
 @dataclass(frozen=True)
@@ -69,14 +73,19 @@ def parse_run(stem: str) -> tuple[str, int | str] | None:
     return method, int(seed) if seed.isdigit() else seed
 
 
-def find_runs(folder, suffix: str) -> Runs:
+def find_runs(folder, suffix: str, runs: frozenset | None = None) -> Runs:
     """``{method: {seed: path}}`` of the ``<method>-<seed><suffix>`` files in ``folder``;
-    other files (e.g. left over from a run without seeds) are skipped with a warning."""
+    other files (e.g. left over from a run without seeds), and with ``runs`` the files of
+    runs not in it (left over from an earlier matrix: DVC keeps the outputs of a stage that
+    is no longer in dvc.yaml), are skipped with a warning."""
     found: dict = defaultdict(dict)
     for path in sorted(Path(folder).glob(f"*{suffix}")):
         run = parse_run(path.name[: -len(suffix)])
         if run is None:
             log.warning("%s: not named <method>-<seed>%s, skipped", path, suffix)
+            continue
+        if runs is not None and run not in runs:
+            log.warning("%s: not a run of train.methods x train.seeds, skipped", path)
             continue
         found[run[0]][run[1]] = path
     return {m: dict(sorted(found[m].items(), key=lambda kv: _seed_key(kv[0])))
@@ -173,8 +182,14 @@ def _num(value, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
 
 
+def split_name(test_rows: list[dict]) -> str:
+    """``validation`` when prepare_data wrote a validation split (prepare.split), else ``test``."""
+    return "validation" if any(r.get("split") == "validation" for r in test_rows) else "test"
+
+
 def evaluation_set_table(arrays: rt.Arrays, test_rows: list[dict]) -> str:
-    """Per task: answer type, test split size, questions evaluated, gold labels of both."""
+    """Per task: answer type, split size, questions evaluated, gold labels of both."""
+    name = split_name(test_rows)
     split = labels_by_task(test_rows)
     rows = []
     for task, ta in next(iter(arrays.values())).items():
@@ -182,8 +197,8 @@ def evaluation_set_table(arrays: rt.Arrays, test_rows: list[dict]) -> str:
             return ", ".join(f"{k} {v}" for k, v in sorted(Counter(labels).items())) if ta.is_label_task else "–"
         rows.append([task, ta.answer_type, str(len(split.get(task, []))), str(len(ta.ids)),
                      hist(ta.answers), hist(split.get(task, []))])
-    return rt.markdown_table(["task", "answer type", "test split", "evaluated", "evaluated labels",
-                      "test-split labels"], rows)
+    return rt.markdown_table(["task", "answer type", f"{name} split", "evaluated",
+                              "evaluated labels", f"{name}-split labels"], rows)
 
 
 def cost_table(summary: dict, predictions: Runs) -> str:
@@ -233,7 +248,7 @@ def training_table(train: Runs) -> str:
 def markdown(body: dict) -> str:
     """Assemble report.md from its sections (``body``: strings built by build_report)."""
     notes = ["", *body["notes"]] if body["notes"] else []
-    parts = ["# PST distillation report", "", body["runs"], *notes, "",
+    parts = ["# PST distillation report", "", body["headline"], body["runs"], *notes, "",
              "## Evaluation set", "", body["evaluation_set"], "", body["comparison"],
              "## Generation cost", "", "Mean over seeds and questions (greedy, batched).", "",
              body["cost"], "", *([body["frontier"]] if body.get("frontier") else []),
@@ -256,19 +271,19 @@ def regroup(file_method: str, rows: list[dict]) -> dict[str, list[dict]]:
     return dict(out)
 
 
-def load_predictions(folder, acfg=None) -> tuple[Runs, list[str], dict]:
+def load_predictions(folder, acfg=None, runs: frozenset | None = None) -> tuple[Runs, list[str], dict]:
     """``{method: {seed: rows}}`` of every method (adaptive routers, the oracle and sweep
     points included), seeds every method shares; notes on what was left out; and the
     routers' fit per seed. An adaptive file holds both modes' rows: its routers are fitted on
     the held-out rows and applied to the test rows here (``acfg``: the adaptive section)."""
     from pst_distill.evaluate.routing import route_rows
 
-    runs = find_runs(folder, ".jsonl")
-    if not runs:
+    files = find_runs(folder, ".jsonl", runs)
+    if not files:
         raise FileNotFoundError(f"no <method>-<seed>.jsonl predictions in {folder}")
     found: dict = defaultdict(dict)
     fits: dict = defaultdict(dict)
-    for method, by_seed in runs.items():
+    for method, by_seed in files.items():
         for seed, path in by_seed.items():
             rows = read_jsonl(path)
             if rows and "split" in rows[0]:  # both modes of an adaptive student
@@ -282,7 +297,7 @@ def load_predictions(folder, acfg=None) -> tuple[Runs, list[str], dict]:
 def build_report(inputs: Inputs, outputs: Outputs, cfg, acfg=None) -> dict:
     """Write report.md, summary.json and the plots; return the summary. The oracle and the
     τ sweep points are in the frontier section only (pst_distill.report.frontier)."""
-    every, notes, fits = load_predictions(inputs.predictions, acfg)
+    every, notes, fits = load_predictions(inputs.predictions, acfg, inputs.runs)
     predictions = fr.split_analysis(every)[0]
     train_labels = labels_by_task(read_jsonl(inputs.train))
     every_arrays = rt.build_arrays(every, cfg.score)
@@ -296,17 +311,19 @@ def build_report(inputs: Inputs, outputs: Outputs, cfg, acfg=None) -> dict:
     frontier_plot = outputs.frontier_plot or Path(outputs.accuracy_plot).with_name("frontier.png")
     plot_frontier(points, frontier_plot)
     train = {m: {s: checked_train_metrics(read_json(p), p) for s, p in by_seed.items()}
-             for m, by_seed in find_runs(inputs.train_metrics, ".json").items()}
+             for m, by_seed in find_runs(inputs.train_metrics, ".json", inputs.runs).items()}
     curves = {m: {s: read_curve(p) for s, p in by_seed.items()}
-              for m, by_seed in find_runs(inputs.curves, ".tsv").items()}
+              for m, by_seed in find_runs(inputs.curves, ".tsv", inputs.runs).items()}
     plot_accuracy(summary, cfg.score, outputs.accuracy_plot)
     plot_losses(curves, cfg.smooth, outputs.loss_plot)
     md_dir = Path(outputs.markdown).parent
     link = Path(os.path.relpath(frontier_plot, md_dir)).as_posix()
     seeds = sorted({s for by_seed in predictions.values() for s in by_seed}, key=_seed_key)
-    body = {"runs": f"Methods: {', '.join(predictions)}; training seeds: {', '.join(map(str, seeds))}.",
+    test_rows = read_jsonl(inputs.test)
+    body = {"headline": headline(arrays, predictions, summary, split_name(test_rows), cfg.n_boot,
+                                 RNG_SEED, seeds),"runs": f"Methods: {', '.join(predictions)}; training seeds: {', '.join(map(str, seeds))}.",
             "notes": [f"- {n}" for n in notes],
-            "evaluation_set": evaluation_set_table(arrays, read_jsonl(inputs.test)),
+            "evaluation_set": evaluation_set_table(arrays, test_rows),
             "comparison": rt.comparison_report(predictions, train_labels, cfg.score, cfg.n_boot, RNG_SEED),
             "cost": cost_table(summary, predictions), "training": training_table(train),
             "frontier": fr.frontier_section(points, every, link),

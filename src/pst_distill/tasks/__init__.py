@@ -42,7 +42,16 @@ def load_task(spec, seed: int) -> tuple[list[dict], dict]:
     return read_hub_task(spec)
 
 
-def split_records(records: list[dict], test_frac: float) -> tuple[list[dict], list[dict]]:
+def split_records(records: list[dict], test_frac: float, split: str = "test",
+                  validation_frac: float = 0.2) -> tuple[list[dict], list[dict]]:
+    """``(train, evaluation)`` by id hash. ``split="test"``: the test split. ``"validation"``:
+    a ``validation_frac`` share of the TRAINING questions (a second hash of the id), each
+    marked ``"split": "validation"``, becomes the evaluation set and leaves training; the test
+    questions are not written at all, so a setting chosen here never saw them."""
     train = [r for r in records if not is_test(r["id"], test_frac)]
-    test = [r for r in records if is_test(r["id"], test_frac)]
-    return train, test
+    if split == "validation":
+        held = [{**r, "split": "validation"} for r in train
+                if is_test(f"validation:{r['id']}", validation_frac)]
+        ids = {r["id"] for r in held}
+        return [r for r in train if r["id"] not in ids], held
+    return train, [r for r in records if is_test(r["id"], test_frac)]

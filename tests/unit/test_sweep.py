@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from pst_distill.__main__ import main
+from pst_distill.methods import METHODS
 from pst_distill.report.sweep import (SweepError, accuracy_curves, collect_points,
                                       failed_experiments, grid_override, markdown,
                                       sweep_overrides)
@@ -53,8 +54,15 @@ def exp_show(*exps) -> list[dict]:
 
 
 # ------------------------------------------------------------------ overrides
+def all_methods(params: dict) -> dict:
+    """The params with all six methods trained (the default trains four)."""
+    params["assemble"]["methods"] = list(METHODS)
+    params["train"]["methods"] = {m: params["train"]["methods"].get(m, {}) for m in METHODS}
+    return params
+
+
 def test_overrides_keep_only_the_compared_methods():
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = all_methods(yaml.safe_load((ROOT / "params.yaml").read_text()))
     assert sweep_overrides(params) == ["~train.methods.answer_only", "~train.methods.step_by_step",
                                        "~train.methods.adaptive"]
     assert sweep_overrides(params, list(params["train"]["methods"])) == []
@@ -170,7 +178,8 @@ def test_main_writes_report_and_plot(tmp_path, capsys):
 
 def test_main_prints_the_overrides(tmp_path, capsys):
     params = tmp_path / "params.yaml"
-    shutil.copy(ROOT / "params.yaml", params)
+    params.write_text(yaml.safe_dump(all_methods(yaml.safe_load((ROOT / "params.yaml").read_text())),
+                                      sort_keys=False))
     assert main(["sweep", "overrides", "--params", str(params), "--fractions", "0,0.5"]) == 0
     assert capsys.readouterr().out.split() == ["assemble.corrupt_frac=0,0.5",
                                                "~train.methods.answer_only",

@@ -321,7 +321,8 @@ def build_report(inputs: Inputs, outputs: Outputs, cfg, acfg=None) -> dict:
     seeds = sorted({s for by_seed in predictions.values() for s in by_seed}, key=_seed_key)
     test_rows = read_jsonl(inputs.test)
     body = {"headline": headline(arrays, predictions, summary, split_name(test_rows), cfg.n_boot,
-                                 RNG_SEED, seeds),"runs": f"Methods: {', '.join(predictions)}; training seeds: {', '.join(map(str, seeds))}.",
+                                 RNG_SEED, seeds),
+            "runs": f"Methods: {', '.join(predictions)}; training seeds: {', '.join(map(str, seeds))}.",
             "notes": [f"- {n}" for n in notes],
             "evaluation_set": evaluation_set_table(arrays, test_rows),
             "comparison": rt.comparison_report(predictions, train_labels, cfg.score, cfg.n_boot, RNG_SEED),

@@ -48,8 +48,7 @@ def accuracy_lines(arrays: rt.Arrays, n_boot: int, rng_seed: int) -> list[str]:
         if a not in arrays or b not in arrays:
             continue
         for task in [*tasks, rt.OVERALL]:
-            ca, cb = ((rt.overall_correct(arrays[a]), rt.overall_correct(arrays[b]))
-                      if task == rt.OVERALL else (arrays[a][task].correct, arrays[b][task].correct))
+            ca, cb = rt.correct_of(arrays[a], task), rt.correct_of(arrays[b], task)
             d = paired_difference(ca, cb, n_boot, rng_seed)
             where = "overall" if task == rt.OVERALL else f"on {task}"
             text = (f"{a} {'above' if d.mean > 0 else 'below'} {b} {where}: {ca.mean():.2f} "

@@ -68,6 +68,11 @@ def overall_correct(by_task: Mapping[str, TaskArrays]) -> np.ndarray:
     return np.concatenate([by_task[t].correct for t in sorted(by_task)], axis=1)
 
 
+def correct_of(by_task: Mapping[str, TaskArrays], task: str) -> np.ndarray:
+    """The correctness matrix of one task, or of all of them for ``OVERALL``."""
+    return overall_correct(by_task) if task == OVERALL else by_task[task].correct
+
+
 def markdown_table(head: Sequence[str], rows: list[list[str]]) -> str:
     """A GitHub-flavoured Markdown table: the one table writer of every report."""
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -143,10 +148,8 @@ def paired_table(arrays: Arrays, pairs: Sequence[tuple[str, str]] | None = None,
     tasks = tasks_of(arrays)
     rows = []
     for a, b in comparison_pairs(list(arrays)) if pairs is None else pairs:
-        cells = [fmt_diff(paired_difference(arrays[a][t].correct, arrays[b][t].correct,
-                                            n_boot, rng_seed)) for t in tasks]
-        cells.append(fmt_diff(paired_difference(overall_correct(arrays[a]),
-                                                overall_correct(arrays[b]), n_boot, rng_seed)))
+        cells = [fmt_diff(paired_difference(correct_of(arrays[a], t), correct_of(arrays[b], t),
+                                            n_boot, rng_seed)) for t in [*tasks, OVERALL]]
         rows.append([f"{a} − {b}", *cells])
     if not rows:
         return "_no pair of methods to compare_"

@@ -49,7 +49,7 @@ import torch
 STUDENT = "smollm2-135m-instruct"
 EMB_DIM = 384            # all-MiniLM-L6-v2, the default embedder
 MAX_LENGTH = 192         # params.yaml train.defaults.max_length
-PACK_LENGTH = 2048
+PACK_LENGTH = 512        # profiles/gpu.yaml train.defaults.pack_length (the GPU experiment's)
 PEAK_BF16 = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("GH200", 989e12),
              ("A100", 312e12))  # dense bf16 FLOP/s by device-name substring, first match
 
@@ -83,6 +83,7 @@ class BenchConfig:
     unpacked: bool    # also time our trainer without packing
     max_items: int | None = None
     attn: str = "auto"  # our trainer's attn_implementation
+    pack_length: int = PACK_LENGTH
 
 
 CONFIGS = {c.name: c for c in (
@@ -91,7 +92,9 @@ CONFIGS = {c.name: c for c in (
     BenchConfig("qwen2.5-0.5b-random", "qwen2.5-0.5b", "cuda", 64, 15, 3, True, False),
     BenchConfig("smollm2-135m", "pretrained", "cuda", 128, 20, 3, True, False),
 )}
-GROUPS = {"cuda": ["smollm2-135m-random", "qwen2.5-0.5b-random", "smollm2-135m"]}
+# the pretrained student first: it is the configuration the experiment trains
+GROUPS = {"cuda": ["smollm2-135m", "smollm2-135m-random", "qwen2.5-0.5b-random"],
+          "random-init": ["smollm2-135m-random", "qwen2.5-0.5b-random"]}
 
 
 # --------------------------------------------------------------------------- data
@@ -304,7 +307,7 @@ def our_settings(cfg: BenchConfig, packing: bool, device: str):
     defaults = {"model": STUDENT, "finetune": "full", "steps": cfg.warmup + cfg.steps,
                 "batch_size": cfg.batch, "grad_accum": 1, "lr": 5e-5, "warmup_steps": 0,
                 "schedule": "constant", "max_length": MAX_LENGTH, "packing": packing,
-                "pack_length": PACK_LENGTH, "compile": cfg.compile and packing,
+                "pack_length": cfg.pack_length, "compile": cfg.compile and packing,
                 "attn_implementation": cfg.attn,
                 "device": "cuda" if device.startswith("cuda") else "cpu"}
     raw = {"defaults": defaults, "sem": {"weight": 1.0},
@@ -382,7 +385,7 @@ def record(cfg: BenchConfig, runs: dict, n: int, peak: float | None, data_info: 
            "dtype": "bf16-autocast" if cuda else "float32", "batch": cfg.batch,
            "steps": cfg.steps, "warmup_steps": cfg.warmup, "compile": cfg.compile,
            "attn_implementation": attn_used(cfg),
-           "pack_length": PACK_LENGTH, "peak_flops": peak, **runs,
+           "pack_length": cfg.pack_length, "peak_flops": peak, **runs,
            "ratio_vs_hf": round(runs["ours"]["tokens_per_s"] / max(hf, 1e-9), 3)}
     if "ours_unpacked" in runs:
         out["packed_over_unpacked"] = round(runs["ours"]["tokens_per_s"] /
@@ -405,7 +408,7 @@ def pick_configs(args) -> list[BenchConfig]:
     for cfg in (CONFIGS[n] for n in names):
         over = {k: v for k, v in (("steps", args.steps), ("warmup", args.warmup),
                                   ("batch", args.batch), ("max_items", args.max_items),
-                                  ("attn", args.attn))
+                                  ("attn", args.attn), ("pack_length", args.pack_length))
                 if v is not None}
         if args.device:
             over["device"] = args.device
@@ -430,6 +433,8 @@ def main() -> None:
     ap.add_argument("--unpacked", action="store_true", help="also time ours without packing")
     ap.add_argument("--attn", choices=["auto", "sdpa", "eager", "flash_attention_2", "flex_attention"],
                     help="our trainer's train.attn_implementation (default auto)")
+    ap.add_argument("--pack-length", type=int,
+                    help=f"tokens per packed row (default {PACK_LENGTH}, the GPU experiment's)")
     ap.add_argument("--max-items", type=int, help="cap on the training sequences used")
     ap.add_argument("--data", help="assembled rows (default data/assembled/pst.jsonl if present)")
     ap.add_argument("--params", default="params.yaml", help="for the embedded rows")

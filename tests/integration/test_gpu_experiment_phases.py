@@ -34,6 +34,9 @@ targets = [a for a in args[1:] if not a.startswith("-")]
 if targets == ["embed_rationales"]:
     for stage in ("prepare_data", "generate_rationales", "assemble_dataset", "embed_rationales"):
         print(f"Running stage '{{stage}}':", flush=True)
+if any(t.startswith("evaluate_student@") for t in targets):
+    import time
+    time.sleep(float(os.environ.get("FAKE_DVC_SLEEP", "0")))
 for target in targets:
     run = re.fullmatch(r"evaluate_student@(.+)", target)
     if run:
@@ -141,3 +144,23 @@ def test_the_work_copy_has_the_project_without_its_outputs(tmp_path):
     # a tree without .git (what a device call carries): the same files, walked
     again = workcopy.project_files(repo)
     assert "dvc.yaml" in again and not any(f.startswith((".git/", ".venv/")) for f in again)
+
+
+def test_a_seed_that_does_not_fit_is_left_out_and_the_report_covers_the_rest(
+        fake, tmp_path, monkeypatch):
+    """Seed 1 takes 2 s; 1.5 s are left after it: seeds 2 and 3 are left out (not run, not
+    a failure), the report covers seed 1 and the exit status is 0."""
+    from tools.gpu import steps
+
+    args, calls = fake
+    monkeypatch.setenv("FAKE_DVC_SLEEP", "2")
+    monkeypatch.setattr(experiment, "REPORT_S", 0)
+    monkeypatch.setattr(steps, "MIN_STEP_S", 0.5)
+    assert experiment.main([*args[:-1], "3.5"]) == 0
+    assert readme_steps(tmp_path / "out") == {"upstream": "ok", "seed 1": "ok",
+                                               "seed 2": "left out", "seed 3": "left out",
+                                               "report": "ok"}
+    assert calls.read_text().splitlines()[-1] == "repro -s report"
+    assert "evaluate_student@pst-2" not in calls.read_text()
+    assert "report over seed(s) 1: every method finished them" in \
+        (tmp_path / "out" / "README.md").read_text()

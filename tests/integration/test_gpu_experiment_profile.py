@@ -124,3 +124,60 @@ def test_stage_seconds_from_the_stamped_log():
            "200.00 Running stage 'report':", "230.50 ##step-end report ok"]
     assert results.stage_seconds(log) == [("prepare_data", 3.0), ("train_student@pst-1", 8.0),
                                           ("report", 30.5)]
+
+
+# ------------------------------------------------------------------ sizing (tools/gpu/sizing.py)
+def fake_data(params, tokens_per_question: int = 100) -> dict:
+    data = {m: {"questions": 6000, "rows": 6000 * BY_NAME[m].rows,
+                "tokens": 6000 * BY_NAME[m].rows * tokens_per_question}
+            for m in params["train"].methods}
+    return {**data, "_eval": {"questions": 900, "holdout": 300}}
+
+
+def test_the_plan_counts_every_trained_method_and_each_cost(params):
+    from tools.gpu.sizing import Costs, plan
+
+    base = plan(params, fake_data(params), Costs(), 480)
+    assert list(base["runs"]) == list(params["train"].methods)  # adaptive included
+    assert base["seed_s"] == pytest.approx(sum(r["train_s"] + r["eval_s"] for r in base["runs"].values()))
+    assert base["first_seed_end_s"] == pytest.approx(sum(base["setup"].values()) + base["seed_s"]
+                                                     + base["report_s"])
+    # two rows per question cost twice the tokens of one at the same length
+    runs = base["runs"]
+    assert runs["step_by_step"]["tokens"] == pytest.approx(2 * runs["answer_only"]["tokens"])
+    # adaptive evaluates both modes on the test and held-out questions: the dearest evaluation
+    assert runs["adaptive"]["eval_s"] > runs["pre_thinking"]["eval_s"] > runs["pst"]["eval_s"]
+    faster = plan(params, fake_data(params), Costs(train_tokens_per_s=2 * Costs().train_tokens_per_s), 480)
+    assert faster["seed_s"] < base["seed_s"]
+    longer = plan(params, fake_data(params, 200), Costs(), 480)
+    assert longer["seed_s"] > base["seed_s"]
+    tight = plan(params, fake_data(params), Costs(), base["first_seed_end_s"])
+    assert not tight["first_seed_fits"]  # the margin is kept
+    assert plan(params, fake_data(params), Costs(), base["first_seed_end_s"] * 2)["first_seed_fits"]
+
+
+def test_costs_from_a_file_name_unknown_keys(tmp_path):
+    from tools.gpu.sizing import Costs
+
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text('{"stage_s": 5, "train_tokens_per_s": 300000}')
+    bad.write_text('{"stage_seconds": 5}')
+    costs = Costs.read(good)
+    assert (costs.stage_s, costs.train_tokens_per_s, costs.source) == (5, 300000, str(good))
+    with pytest.raises(SystemExit, match="unknown cost keys \\['stage_seconds'\\]"):
+        Costs.read(bad)
+
+
+@pytest.mark.model  # the student's tokenizer
+def test_seed_one_of_the_profile_fits_the_experiments_deadline(params):
+    """The profile's real data, tokenised, at the planning costs: seed 1 and the report end
+    inside the deadline with the margin. Adding a method, epochs or questions past what
+    fits fails here, before GPU time is spent."""
+    from tools.gpu.experiment import BUDGET_S
+    from tools.gpu.sizing import Costs, measure_tokens, plan
+
+    data = measure_tokens(PROFILE, sample=1000)
+    assert set(params["train"].methods) <= set(data)
+    p = plan(params, data, Costs(), BUDGET_S)
+    assert p["first_seed_fits"], (f"seed 1 and the report end at {p['first_seed_end_s']:.0f} s; "
+                                  f"{p['usable_s']:.0f} s usable of {BUDGET_S} s")

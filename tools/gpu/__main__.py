@@ -5,6 +5,7 @@
     python -m tools.gpu experiment OUT_DIR [--dry-run] [--tar-only] [--profile FILE]
         [--bundle DIR] [--keep-work] [--budget S]
     python -m tools.gpu dry-params PROFILE OUT
+    python -m tools.gpu size [--profile FILE] [--costs FILE] [--budget S] [--sample N]
 
 and the steps the check and the experiment run as subprocesses:
 
@@ -26,7 +27,7 @@ if not __package__:  # run as a file: import the package from the repository roo
     sys.path.insert(0, str(here.parents[1]))
 
 COMMANDS = {"bundle": "bundle", "check": "check", "experiment": "experiment",
-            "dry-params": "dryrun", "install": "install", "workcopy": "workcopy"}
+            "dry-params": "dryrun", "size": "sizing", "install": "install", "workcopy": "workcopy"}
 
 
 def main(argv: list[str]) -> int:

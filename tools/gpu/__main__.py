@@ -6,11 +6,13 @@
         [--bundle DIR] [--keep-work] [--budget S]
     python -m tools.gpu dry-params PROFILE OUT
     python -m tools.gpu size [--profile FILE] [--costs FILE] [--budget S] [--sample N]
+    python -m tools.gpu smoke OUT_DIR [--dry-run] [--bundle DIR] [--profile FILE] [--budget S]
 
 and the steps the check and the experiment run as subprocesses:
 
     python -m tools.gpu install BUNDLE SITE [--cross] [--need PKG] [--imports MOD,MOD]
     python -m tools.gpu workcopy ROOT REPO --profile FILE [--dry-run]
+    python -m tools.gpu smoke-measure PARAMS OUT [--steps N]
 
 ``python tools/gpu/__main__.py ...`` does the same from anywhere.
 """
@@ -26,8 +28,10 @@ if not __package__:  # run as a file: import the package from the repository roo
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
     sys.path.insert(0, str(here.parents[1]))
 
-COMMANDS = {"bundle": "bundle", "check": "check", "experiment": "experiment",
-            "dry-params": "dryrun", "size": "sizing", "install": "install", "workcopy": "workcopy"}
+# command -> module (or module:function; default main)
+COMMANDS = {"bundle": "bundle", "check": "check", "experiment": "experiment", "smoke": "smoke",
+            "dry-params": "dryrun", "size": "sizing", "install": "install",
+            "workcopy": "workcopy", "smoke-measure": "smoke:measure_main"}
 
 
 def main(argv: list[str]) -> int:
@@ -37,7 +41,8 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] not in COMMANDS:
         print(__doc__, file=sys.stderr)
         return 2
-    return importlib.import_module(f"tools.gpu.{COMMANDS[argv[0]]}").main(argv[1:])
+    module, _, function = COMMANDS[argv[0]].partition(":")
+    return getattr(importlib.import_module(f"tools.gpu.{module}"), function or "main")(argv[1:])
 
 
 if __name__ == "__main__":

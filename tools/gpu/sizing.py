@@ -27,7 +27,8 @@ MARGIN = 0.15  # the share of the deadline the first seed and the report leave u
 @dataclass(frozen=True)
 class Costs:
     """Seconds (or tokens/s) that size the experiment. Planning values: measured where a
-    source is named, else an estimate; a smoke run on the machine replaces them."""
+    source is named, else an estimate; a smoke run on the machine (``python -m tools.gpu
+    smoke``, its ``costs.json``) replaces them."""
     # per stage process before and after its work: interpreter 1 s, torch/transformers/peft
     # imports 4.5 s, student load 2 s, DVC hashing and lock 1.5 s (measured per stage on a
     # 2-core CPU, docs/results.md), plus CUDA initialisation 3 s (estimate)
@@ -62,12 +63,13 @@ class Costs:
         return replace(cls(), **{"source": str(path), **raw})
 
 
-def measure_tokens(profile: Path, sample: int | None = None) -> dict:
-    """The profile's training data per method, built in-process (tasks, the split, the
-    teacher when it is the reference one, assembly) and tokenised as the trainer does:
-    ``{method: {"questions", "rows", "tokens"}}`` (tokens per epoch; with ``sample``, the mean
-    length of ``sample`` rows drawn at random, times the rows), plus ``"_eval"``: the questions each
-    run evaluates, and adaptive's held-out ones."""
+def build_data(profile: Path, sample: int | None = None) -> tuple[dict, dict, list[dict]]:
+    """The profile's data, built in-process as the pipeline builds it (tasks, the split, the
+    teacher when it is the reference one, assembly) and tokenised as the trainer does.
+    Returns ``(rows per method, sizes, test questions)``; sizes are ``{method: {"questions",
+    "rows", "tokens"}}`` (tokens per epoch; with ``sample``, the mean length of ``sample``
+    rows drawn at random, times the rows), ``"_eval"``: the questions each run evaluates and
+    adaptive's held-out ones, and ``"_targets"``: the semantic targets (embedding rows)."""
     from pst_distill.assemble.build import assemble
     from pst_distill.config.sections import check_file
     from pst_distill.formats import control_tokens
@@ -83,11 +85,11 @@ def measure_tokens(profile: Path, sample: int | None = None) -> dict:
         raise SystemExit(f"error: {profile}: sizing builds the data with the reference teacher; "
                          f"teacher.backend is {p['teacher'].backend!r}")
     records = [r for spec in p["prepare"].tasks for r in load_task(spec, common.seed)[0]]
-    train_items, _ = split_records(records, p["prepare"].test_frac)
+    train_items, test = split_records(records, p["prepare"].test_frac)
     kept, _, _ = generate_rationales(train_items, p["teacher"], common.format.answer_prefix,
                                      common.seed)
-    datasets, _, stats, _ = assemble(kept, p["assemble"], common.format, common.seed)
-    out = {}
+    datasets, targets, stats, _ = assemble(kept, p["assemble"], common.format, common.seed)
+    sizes = {}
     tokenizers = {}
     for method in train.methods:
         s = train.settings_for(method)
@@ -103,13 +105,19 @@ def measure_tokens(profile: Path, sample: int | None = None) -> dict:
         ex, _ = encode_rows(part, tokenizers[s.model, s.revision], s.max_length,
                             s.label_sem_token, common.format.system_prompt)
         n_tokens = sum(len(e.input_ids) for e in ex)
-        out[method] = {"questions": len(question_groups(ex)) if sample is None
-                       else len({r["id"] for r in rows}),
-                       "rows": len(rows), "tokens": round(n_tokens * len(rows) / max(len(part), 1))}
+        sizes[method] = {"questions": len(question_groups(ex)) if part is rows
+                         else len({r["id"] for r in rows}),
+                         "rows": len(rows), "tokens": round(n_tokens * len(rows) / max(len(part), 1))}
     n_tasks = len(p["prepare"].tasks)
-    out["_eval"] = {"questions": p["evaluate"].per_task * n_tasks,
-                    "holdout": stats["adaptive_holdout"]}
-    return out
+    sizes["_eval"] = {"questions": p["evaluate"].per_task * n_tasks,
+                      "holdout": stats["adaptive_holdout"]}
+    sizes["_targets"] = len(targets)
+    return datasets, sizes, test
+
+
+def measure_tokens(profile: Path, sample: int | None = None) -> dict:
+    """The sizes of :func:`build_data`."""
+    return build_data(profile, sample)[1]
 
 
 def plan(params: dict, data: dict, costs: Costs, budget_s: float) -> dict:

@@ -117,21 +117,21 @@ def run_pipeline(run: Run) -> list:
     """upstream, seed by seed, report; returns the seeds every method finished."""
     params = yaml.safe_load((run.repo / "params.yaml").read_text())
     methods, reserve = list(params["train"]["methods"]), REPORT_S * run.machine.scale
-    going = run.repro("upstream", "embed_rationales", reserve_s=reserve).ok
-    first_s, fits = None, True
+    failed = not run.repro("upstream", "embed_rationales", reserve_s=reserve).ok
+    first_s, no_time = None, ""  # seed 1's seconds; why later seeds are left out
     for seed, targets in dryrun.seed_targets(params):
-        if going and fits and first_s is not None and run.runner.left() - reserve < first_s:
-            fits = False
-            run.runner.leave_out(f"seed {seed}", f"no time: seed 1 took {first_s:.0f} s, "
-                                 f"{run.runner.left() - reserve:.0f} s left before the report")
-        elif going and fits:
-            step = run.repro(f"seed {seed}", *targets, reserve_s=reserve)
-            going, first_s = step.ok, first_s if first_s is not None else step.seconds
-        elif going:
-            run.runner.leave_out(f"seed {seed}", "no time (see the seed before)")
-        else:
+        left = run.runner.left() - reserve
+        if not failed and not no_time and first_s is not None and left < first_s:
+            no_time = f"no time: seed 1 took {first_s:.0f} s, {left:.0f} s were left before the report"
+        if failed:
             run.runner.skip(f"seed {seed}", "an earlier phase did not finish")
-    going = going and fits  # the whole report only when every seed ran
+        elif no_time:
+            run.runner.leave_out(f"seed {seed}", no_time)
+        else:
+            step = run.repro(f"seed {seed}", *targets, reserve_s=reserve)
+            first_s = step.seconds if first_s is None else first_s
+            failed = not step.ok
+    going = not failed and not no_time  # the whole report only when every seed ran
     predictions = run.repo / pipeline_paths(run.repo)["predictions"]
     finished = results.finished_seeds(predictions, methods, params["train"].get("seeds", [1]))
     if going:

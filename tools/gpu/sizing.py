@@ -29,16 +29,16 @@ class Costs:
     """Seconds (or tokens/s) that size the experiment. Planning values: measured where a
     source is named, else an estimate; a smoke run on the machine (``python -m tools.gpu
     smoke``, its ``costs.json``) replaces them."""
-    # per stage process before and after its work: interpreter 1 s, torch/transformers/peft
-    # imports 4.5 s, student load 2 s, DVC hashing and lock 1.5 s (measured per stage on a
-    # 2-core CPU, docs/results.md), plus CUDA initialisation 3 s (estimate)
+    # per stage process before and after its work: interpreter 0.3 s, torch/transformers/peft
+    # imports 4.5 s, student load 1.5-3 s, DVC hashing and lock 1.5-2 s (measured per stage
+    # on a 2-core CPU, docs/results.md), plus CUDA initialisation 3 s (estimate), rounded up
     stage_s: float = 12.0
     # a full-finetune checkpoint: 270 MB of bf16 weights written, then hashed by DVC (estimate)
     save_s: float = 3.0
     # training throughput in real tokens/s: the pretrained SmolLM2-135M full finetune measured
     # on an H100 at 77k (64 x 128, eager); a plain bf16 loop with 512-token rows reached 151k
     train_tokens_per_s: float = 77_000.0
-    # one greedy decode step of a batch of <= 512 prompts on the 135M student (estimate: HF
+    # one greedy decode step of a batch of <= 1024 prompts on the 135M student (estimate: HF
     # generate is launch-bound there)
     decode_step_s: float = 0.03
     install_s: float = 15.0      # the bundle's wheels into a folder (estimate)

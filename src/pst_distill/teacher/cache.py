@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterable, Optional
 
-from pst_distill.io import content_hash
+from pst_distill.io import atomic_path, content_hash
 from pst_distill.teacher.base import Completion
 
 log = logging.getLogger(__name__)
@@ -99,12 +99,12 @@ def write_index(segment: Path, rows: list[tuple[str, int, int]]) -> None:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Bytes, exactly (the segment's name and the index's offsets are of these bytes)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 def read_index(segment: Path) -> list[tuple[str, int, int]]:

@@ -5,9 +5,7 @@ summary.json (metrics) and PNG plots."""
 import argparse
 from pathlib import Path
 
-import yaml
-
-from pst_distill.config import load
+from pst_distill.config import load, read_params
 from pst_distill.config.adaptive import AdaptiveConfig
 from pst_distill.config.report import ReportConfig
 from pst_distill.report.build import Inputs, Outputs, build_report
@@ -35,7 +33,7 @@ def main() -> None:
 
     common, cfg, acfg = load(args.params, report=ReportConfig, adaptive=AdaptiveConfig)
     log = setup("report", common, cfg)
-    train = yaml.safe_load(Path(args.params).read_text())["train"]  # checked by train_student
+    train = read_params(args.params)["train"]  # checked by train_student
     runs = frozenset((m, s) for m in train["methods"] for s in train["seeds"])
     inputs = Inputs(Path(args.predictions), Path(args.train), Path(args.test),
                     Path(args.train_metrics), Path(args.curves), runs)

@@ -123,6 +123,8 @@ def measure_tokens(profile: Path, sample: int | None = None) -> dict:
 def plan(params: dict, data: dict, costs: Costs, budget_s: float) -> dict:
     """Seconds per phase and per method for one seed; when the first seed ends; how many
     seeds fit. ``params``: the profile's validated sections; ``data``: :func:`measure_tokens`."""
+    from pst_distill.evaluate.generate import max_new_tokens
+    from pst_distill.methods import BY_NAME
     from pst_distill.train.data import questions_per_step, total_steps
 
     train, ev = params["train"], params["evaluate"]
@@ -136,12 +138,12 @@ def plan(params: dict, data: dict, costs: Costs, budget_s: float) -> dict:
         tokens = d["tokens"] * epochs
         train_s = costs.stage_s + tokens / costs.train_tokens_per_s + (
             costs.save_s if s.finetune == "full" else 0.0)
-        modes = 2 if method == "adaptive" else 1
-        questions = data["_eval"]["questions"] + (data["_eval"]["holdout"] if modes == 2 else 0)
+        modes = BY_NAME[method].modes  # both modes, on the test and the held-out questions
+        questions = data["_eval"]["questions"] + (data["_eval"]["holdout"] if modes else 0)
         batches = math.ceil(questions / ev.batch_size)
         # a batch runs to its longest completion: the cap, the pessimistic case
-        caps = ([ev.max_new_tokens, ev.max_new_tokens_rationale] if modes == 2 else
-                [ev.max_new_tokens if _answer_first(method) else ev.max_new_tokens_rationale])
+        caps = ([ev.max_new_tokens, ev.max_new_tokens_rationale] if modes else
+                [max_new_tokens(method, ev)])
         eval_s = costs.stage_s + batches * sum(caps) * costs.decode_step_s
         runs[method] = {"steps": steps, "tokens": round(tokens), "train_s": train_s,
                         "eval_s": eval_s}
@@ -158,12 +160,6 @@ def plan(params: dict, data: dict, costs: Costs, budget_s: float) -> dict:
             "first_seed_fits": first_end <= usable,
             "seeds_that_fit": min(fit, len(train.seeds)), "seeds": list(train.seeds),
             "costs": asdict(costs)}
-
-
-def _answer_first(method: str) -> bool:
-    from pst_distill.methods import BY_NAME
-
-    return BY_NAME[method].answer_first
 
 
 def render(p: dict) -> list[str]:

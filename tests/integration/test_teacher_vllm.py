@@ -2,10 +2,13 @@
 ``make test`` builds in .venv-vllm and names in PST_VLLM_PYTHON) on the packaged SmolLM2,
 through ``dvc repro generate_rationales`` in a copy of the project:
 
-* greedy: every generation made and recorded with the engine's metadata; a forced rerun
-  comes from the cache byte for byte; two data-parallel engines give the outputs of one;
-* sampled, two samples per question: a forced rerun is byte-identical, and a run killed with
-  SIGKILL part-way and resumed equals an uninterrupted one, regenerating nothing it kept;
+* greedy: every generation made and recorded with the engine's metadata;
+* sampled, two samples per question, seeded from each request's key, on two data-parallel
+  engines: a forced rerun comes from the cache byte for byte and starts no engine; one
+  engine, in a run killed with SIGKILL part-way and resumed in other batches, writes the
+  same generations, regenerating nothing it kept. Seeded sampling is the harder case of
+  "two engines give the outputs of one": it holds only if neither the shard, the batch nor
+  the position changes a request's logits or its random stream; greedy needs the first.
 * bad input stops with one ``error:`` line naming the key before any engine starts: a prompt
   longer than ``teacher.vllm.max_model_len``, a teacher model that does not exist, an
   interpreter without vLLM.
@@ -43,7 +46,7 @@ def teacher_params(vllm_python: str, **over) -> dict:
     vllm = {"python": vllm_python, "chunk_size": 8, "max_model_len": 512,
             **over.pop("vllm", {})}
     params["teacher"] = {"backend": "vllm", "model": "smollm2-135m-instruct",
-                         "max_new_tokens": 32, "vllm": vllm, "cache": {"flush_s": 0}, **over}
+                         "max_new_tokens": 16, "vllm": vllm, "cache": {"flush_s": 0}, **over}
     return params
 
 
@@ -72,50 +75,47 @@ def cached(repo: Path) -> int:
     return len(GenerationCache(None, read=[repo / ".cache/teacher"]).keys())
 
 
-def test_greedy_rerun_and_two_engines(repo, vllm_python):
-    _, out = run_dvc(["repro", STAGE], repo)
+def test_greedy(repo):
+    run_dvc(["repro", STAGE], repo)
     gens, stats = generations(repo), teacher_log(repo)
     assert len(gens) == ITEMS and stats["cache"]["written"] == ITEMS
     meta = gens[0]["teacher"]
     assert meta["backend"] == "vllm" and meta["vllm"] == "0.32.0" and meta["device"] == "cpu"
     assert meta["dtype"] == "float32"  # auto on a CPU without native bf16
+    assert meta["data_parallel_size"] == 1 and meta["dp_rank"] == 0
     assert all(g["completion_tokens"] > 0 and g["finish_reason"] in ("stop", "length")
                and g["prompt_tokens"] > 20 for g in gens)
     assert len({g["key"] for g in gens}) == ITEMS
-    first = outputs(repo)
 
-    _, out = run_dvc(["repro", "-f", STAGE], repo)
-    assert outputs(repo) == first
-    assert teacher_log(repo)["cache"] == {"hits": ITEMS, "misses": 0, "corrupt": 0, "written": 0}
-    assert ENGINE_STARTED not in out  # everything came from the cache: no engine
 
-    write_params(repo, teacher_params(vllm_python, vllm={"data_parallel_size": 2}))
-    os.rename(repo / ".cache/teacher", repo / ".cache/teacher-one-engine")
+def test_sampled_two_engines_rerun_and_sigkill_resume(repo, vllm_python):
+    """Two samples a question, seeded from each request's key: two data-parallel engines
+    write what one engine writes, from a killed run resumed in other batches."""
+    sampled = {"n": 2, "temperature": 0.8, "top_p": 0.95}
+
+    def params(**vllm):
+        return teacher_params(vllm_python, **sampled, vllm=vllm)
+
+    write_params(repo, params(data_parallel_size=2))
     _, out = run_dvc(["repro", STAGE], repo)
     assert out.count(ENGINE_STARTED) == 2
-    two = generations(repo)
-    assert teacher_log(repo)["cache"]["written"] == ITEMS
-    assert {g["teacher"]["dp_rank"] for g in two} == {0, 1}
-    strip = [{k: v for k, v in g.items() if k != "teacher"} for g in two]
-    assert strip == [{k: v for k, v in g.items() if k != "teacher"} for g in gens]
-
-
-def test_sampled_rerun_and_sigkill_resume(repo, vllm_python):
-    # chunks of 4: the kill lands between two of them
-    write_params(repo, teacher_params(vllm_python, n=2, temperature=0.8, top_p=0.95,
-                                      vllm={"chunk_size": 4}))
-    run_dvc(["repro", STAGE], repo)
     gens, reference = generations(repo), outputs(repo)
     assert len(gens) == 2 * ITEMS and {g["sample"] for g in gens} == {0, 1}
+    assert {g["teacher"]["dp_rank"] for g in gens} == {0, 1}
     pairs = {}
     for g in gens:
         pairs.setdefault(g["id"], []).append(g["rationale"])
     assert sum(a != b for a, b in pairs.values()) >= ITEMS // 2  # samples, not copies
-    run_dvc(["repro", "-f", STAGE], repo)
-    assert outputs(repo) == reference
 
-    cache = repo / ".cache/teacher"
-    cache.rename(repo / ".cache/teacher-uninterrupted")
+    _, out = run_dvc(["repro", "-f", STAGE], repo)
+    assert outputs(repo) == reference
+    assert teacher_log(repo)["cache"] == {"hits": 2 * ITEMS, "misses": 0, "corrupt": 0,
+                                          "written": 0}
+    assert ENGINE_STARTED not in out  # everything came from the cache: no engine
+
+    # one engine, chunks of 4: the kill lands between two of them
+    write_params(repo, params(chunk_size=4))
+    (repo / ".cache/teacher").rename(repo / ".cache/teacher-two-engines")
     proc = dvc(["repro", "-f", STAGE], repo, start_new_session=True)
     deadline = time.monotonic() + 300
     while cached(repo) < 4:
@@ -126,10 +126,16 @@ def test_sampled_rerun_and_sigkill_resume(repo, vllm_python):
     proc.communicate(timeout=60)
     kept = cached(repo)
     assert 4 <= kept < 2 * ITEMS, kept
-    run_dvc(["repro", "-f", STAGE], repo)
-    assert outputs(repo) == reference
+
+    # resumed on one engine in one chunk: only the rest is generated
+    write_params(repo, params(chunk_size=2 * ITEMS))
+    run_dvc(["repro", "-f", STAGE], repo)  # forced: not restored from the run-cache
     stats = teacher_log(repo)["cache"]
     assert stats["hits"] == kept and stats["written"] == 2 * ITEMS - kept
+    one = generations(repo)
+    assert {g["teacher"]["dp_rank"] for g in one} == {0}
+    strip = [{k: v for k, v in g.items() if k != "teacher"} for g in one]
+    assert strip == [{k: v for k, v in g.items() if k != "teacher"} for g in gens]
 
 
 @pytest.mark.parametrize("over, key", [

@@ -1,5 +1,6 @@
-"""The generate_rationales stage with the transformers teacher (SmolLM2) as a subprocess:
-SIGKILL mid-run, resume, unchanged rerun, added questions."""
+"""The generate_rationales stage with the transformers teacher as a subprocess: SIGKILL
+mid-run, resume, unchanged rerun and added questions on the packaged SmolLM2; per-request
+sampling on a tiny random teacher."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from student_fixtures import tiny_model_dir
 
 from pst_distill.io import read_json, read_jsonl, write_jsonl
 from pst_distill.teacher.cache import GenerationCache
@@ -90,18 +93,26 @@ def test_kill_resume_rerun_and_added_questions(tmp_path, teacher_items):
     assert len(read_jsonl(tmp_path / "out" / "generations.jsonl")) == 7
 
 
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory) -> str:
+    """A 2-layer random Llama on SmolLM2's tokenizer: the sampling checks need a model that
+    samples, not one that answers, and it generates in a fraction of the 135M model's time."""
+    return tiny_model_dir(tmp_path_factory.mktemp("tiny-teacher"))
+
+
 def sampled_texts(tmp: Path) -> dict[str, tuple[str, str, int]]:
     return {k: (c.text, c.finish_reason, c.completion_tokens)
             for k, c in cached(tmp / "cache").items()}
 
 
-def sampling_run(tmp: Path, items: list[dict], batch_size: int, seed: int = 1,
+def sampling_run(tmp: Path, model: str, items: list[dict], batch_size: int, seed: int = 1,
                  kept: dict | None = None) -> dict[str, tuple[str, str, int]]:
     """The stage at temperature 0.8 on ``items``, starting from the ``kept`` generations."""
     tmp.mkdir()
     write_jsonl(tmp / "train.jsonl", items)
     params = {"common": {"seed": seed},
-              "teacher": {"backend": "transformers", "max_new_tokens": 16, "temperature": 0.8,
+              "teacher": {"backend": "transformers", "model": model, "max_new_tokens": 16,
+                          "temperature": 0.8,
                           "top_p": 0.95, "batch_size": batch_size, "device": "cpu",
                           "only_correct": False}}
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
@@ -114,12 +125,13 @@ def sampling_run(tmp: Path, items: list[dict], batch_size: int, seed: int = 1,
     return sampled_texts(tmp)
 
 
-def test_sampling_is_per_request_resume_and_batch_size_independent(tmp_path, teacher_items):
+def test_sampling_is_per_request_resume_and_batch_size_independent(tmp_path, teacher_items,
+                                                                   tiny_teacher):
     """At temperature > 0 each request draws from its own seed: a run resumed from a partial
     cache (as a kill leaves it, see above) and a run with another batch size sample exactly
     the texts of an uninterrupted run."""
     items = teacher_items(5)
-    whole = sampling_run(tmp_path / "whole", items, batch_size=2)
+    whole = sampling_run(tmp_path / "whole", tiny_teacher, items, batch_size=2)
     assert len(whole) == 5
     # batches go longest prompt first: [0 1] [2 3] [4]. Kept: 0 and 2, as a kill between
     # requests would leave them, so the resumed run batches the rest as [1 3] [4]
@@ -127,9 +139,9 @@ def test_sampling_is_per_request_resume_and_batch_size_independent(tmp_path, tea
     by_length = [g["key"] for g in sorted(gens, key=lambda g: -len(g["prompt"]))]
     whole_cache = cached(tmp_path / "whole" / "cache")
     kept = {k: whole_cache[k] for k in (by_length[0], by_length[2])}
-    resumed = sampling_run(tmp_path / "resumed", items, batch_size=2, kept=kept)
+    resumed = sampling_run(tmp_path / "resumed", tiny_teacher, items, batch_size=2, kept=kept)
     assert resumed == whole
-    assert sampling_run(tmp_path / "bs3", items, batch_size=3) == whole
+    assert sampling_run(tmp_path / "bs3", tiny_teacher, items, batch_size=3) == whole
     # and it does sample: another seed draws other texts
-    other = sampling_run(tmp_path / "seed2", items, batch_size=2, seed=2)
+    other = sampling_run(tmp_path / "seed2", tiny_teacher, items, batch_size=2, seed=2)
     assert sorted(t for t, *_ in other.values()) != sorted(t for t, *_ in whole.values())

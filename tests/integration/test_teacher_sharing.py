@@ -73,9 +73,16 @@ def commit_all(repo: Path, message: str) -> None:
     sh(repo, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", message)
 
 
-def test_a_code_change_regenerates_nothing_a_teammate_pulled(tmp_path):
-    a, remote = new_repo(tmp_path, "a")
+@pytest.fixture(scope="module")
+def first(tmp_path_factory) -> tuple[Path, Path, dict[str, bytes]]:
+    """A's uninterrupted run: the repo, its remote, and its outputs as they were then."""
+    a, remote = new_repo(tmp_path_factory.mktemp("first"), "a")
     run_dvc(["repro", STAGE], a, env=dvc_env(a, OMP_NUM_THREADS="1"))
+    return a, remote, {path: (a / path).read_bytes() for path in OUTS}
+
+
+def test_a_code_change_regenerates_nothing_a_teammate_pulled(tmp_path, first):
+    a, remote, outputs = first
     items = questions(a)
     assert teacher_log(a)["cache"]["written"] == items > 0
     assert f"{items} generations in the store" in share(a)
@@ -89,10 +96,10 @@ def test_a_code_change_regenerates_nothing_a_teammate_pulled(tmp_path):
     stats = teacher_log(b)["cache"]
     assert stats["written"] == 0 and stats["hits"] == items, stats  # ... and generates nothing
     for path in OUTS:
-        assert (b / path).read_bytes() == (a / path).read_bytes(), path
+        assert (b / path).read_bytes() == outputs[path], path
 
 
-def test_what_a_killed_run_finished_and_shared_is_not_generated_again(tmp_path):
+def test_what_a_killed_run_finished_and_shared_is_not_generated_again(tmp_path, first):
     a, remote = new_repo(tmp_path, "a")
     run_dvc(["repro", "prepare_data"], a, env=dvc_env(a))
     items = questions(a)
@@ -114,10 +121,8 @@ def test_what_a_killed_run_finished_and_shared_is_not_generated_again(tmp_path):
     run_dvc(["repro", "--pull", STAGE], b, env=dvc_env(b, OMP_NUM_THREADS="1"))
     stats = teacher_log(b)["cache"]
     assert stats["hits"] == kept and stats["written"] == items - kept, stats
-    whole, _ = new_repo(tmp_path, "whole")  # an uninterrupted run: the same outputs
-    run_dvc(["repro", STAGE], whole, env=dvc_env(whole, OMP_NUM_THREADS="1"))
-    for path in OUTS:
-        assert (b / path).read_bytes() == (whole / path).read_bytes(), path
+    for path in OUTS:  # the same outputs as an uninterrupted run
+        assert (b / path).read_bytes() == first[2][path], path
 
 
 def teacher_generations(store: Path) -> int:

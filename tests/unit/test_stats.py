@@ -144,10 +144,19 @@ def test_pairing_removes_the_shared_question_variance():
 def test_paired_difference_with_seed_resampling_sees_seed_variance():
     b = np.tile(first_k(100, 200), (3, 1))
     a = np.stack([first_k(100 + e, 200) for e in (0, 30, 60)])  # gains 0, 0.15, 0.3 by seed
-    within = paired_difference(a, b, N_BOOT)
+    within = paired_difference(a, b, N_BOOT, resample_seeds=False)
     across = paired_difference(a, b, N_BOOT, resample_seeds=True)
     assert within.mean == across.mean == pytest.approx(0.15)
     assert width(across) > 2 * width(within)
+
+
+def test_several_seeds_resample_seeds_by_default_one_seed_does_not():
+    b = np.tile(first_k(100, 200), (3, 1))
+    a = np.stack([first_k(100 + e, 200) for e in (0, 30, 60)])
+    assert paired_difference(a, b, N_BOOT) == paired_difference(a, b, N_BOOT, resample_seeds=True)
+    one_a, one_b = a[1:2], b[1:2]  # one seed: the question draws (and the interval) unchanged
+    assert paired_difference(one_a, one_b, N_BOOT) == paired_difference(
+        one_a, one_b, N_BOOT, resample_seeds=False)
 
 
 def test_paired_difference_needs_the_same_shape():

@@ -148,15 +148,19 @@ def accuracy_interval(correct, n_boot: int = 2000, rng_seed: int = 0,
 
 
 def paired_difference(correct_a, correct_b, n_boot: int = 2000, rng_seed: int = 0,
-                      level: float = 0.95, resample_seeds: bool = False) -> PairedDiff:
+                      level: float = 0.95, resample_seeds: bool | None = None) -> PairedDiff:
     """Accuracy of A minus B, both ``[S, Q]`` on the same seeds (rows) and questions (columns).
 
     Statistic: the mean over seeds of the per-seed mean difference. Interval: paired
-    percentile bootstrap over questions within seeds — each replicate draws one vector of
-    question indices and applies it to both methods and every seed, so a question's
-    difficulty cancels in the difference. ``resample_seeds`` also resamples the seed rows
-    (the same rows for A and B), adding between-seed variation to the interval.
+    percentile bootstrap — each replicate draws one vector of question indices and applies
+    it to both methods and every seed, so a question's difficulty cancels in the
+    difference. ``resample_seeds`` (default: whenever there are several seeds) first
+    resamples the seed rows (the same rows for A and B), so the interval also carries the
+    spread between training seeds: without it, three seeds that happened to agree resolved
+    a difference that six seeds did not (docs/results.md).
     """
+    if resample_seeds is None:
+        resample_seeds = as_matrix(correct_a, "correct_a").shape[0] > 1
     _check_level(level, n_boot)
     a, b = as_matrix(correct_a, "correct_a"), as_matrix(correct_b, "correct_b")
     if a.shape != b.shape:

@@ -185,7 +185,8 @@ def comparison_report(predictions: Mapping[str, Mapping], train_labels: Mapping[
         f"questions ({n_boot} replicates).", "", accuracy_table(arrays, n_boot, rng_seed), "",
         "## Constant baselines", "", baseline_table(arrays, train_labels), "",
         "## Paired differences (same questions, same seeds)", "",
-        "Accuracy of A minus B, 95% paired bootstrap interval over questions within seeds; "
+        "Accuracy of A minus B, 95% paired bootstrap interval over questions (several seeds: "
+        "over seeds, then questions); "
         "**bold ✓**: the interval excludes zero. Intervals are per comparison, not corrected for "
         "multiple comparisons: about 1 in 20 differences of zero is marked by chance.", "", paired_table(arrays, None, n_boot, rng_seed), "",
         "## Predicted labels", "", histogram_tables(arrays), ""])

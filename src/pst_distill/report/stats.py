@@ -159,13 +159,13 @@ def paired_difference(correct_a, correct_b, n_boot: int = 2000, rng_seed: int = 
     spread between training seeds: without it, three seeds that happened to agree resolved
     a difference that six seeds did not (docs/results.md).
     """
-    if resample_seeds is None:
-        resample_seeds = as_matrix(correct_a, "correct_a").shape[0] > 1
     _check_level(level, n_boot)
     a, b = as_matrix(correct_a, "correct_a"), as_matrix(correct_b, "correct_b")
     if a.shape != b.shape:
         raise ValueError(f"paired difference needs the same [seeds, questions] shape, "
                          f"got {a.shape} and {b.shape}")
+    if resample_seeds is None:
+        resample_seeds = a.shape[0] > 1
     diff = a - b
     mean = float(diff.mean())
     boot = _boot_means(diff, n_boot, np.random.default_rng(rng_seed), resample_seeds)

@@ -2,7 +2,13 @@
 after a few steps the weights, the loss curve and the gradient norms equal those of one
 process that runs the same effective batches (its grad_accum doubled). A 2-process run
 killed after a saved state resumes to the weights of an uninterrupted one; FSDP refuses
-resumable state."""
+resumable state.
+
+A launch costs a torch import per process, not the training: so one 2-process launch runs
+every uninterrupted 2-process run below in turn, and one 1-process launch every reference
+(several runs in one process start from a fresh Accelerator; the resume test compares the
+last run of a launch with runs that are alone in theirs, so state leaking from one run
+into the next fails it)."""
 
 import json
 import os
@@ -26,44 +32,74 @@ sys.path.insert(0, {here!r})
 from pathlib import Path
 from student_fixtures import FMT, assembled_rows, embeddings, items, settings
 from pst_distill.train import loop
-over = json.loads(sys.argv[2])
-state = sys.argv[3] if len(sys.argv) > 3 else None
-crash_at = int(sys.argv[4]) if len(sys.argv) > 4 else 0
-s = settings({model!r}, "pst", **over)
-out = Path(sys.argv[1])
-if crash_at:  # die at that train_step call, as a kill would
-    real, calls = loop.train_step, []
-    def crashing(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == crash_at:
-            raise SystemExit(3)
-        return real(*args, **kwargs)
-    loop.train_step = crashing
-res = loop.train(assembled_rows("pst", items(8)), s, "pst", FMT, 0, out / "m", out / "c.tsv",
-                    embeddings(8), "cpu", state_dir=state)
-if res.is_main:
-    (out / "metrics.json").write_text(json.dumps(res.metrics))
+real = loop.train_step
+for job in json.loads(sys.argv[1]):  # {{out, over, state?, crash_at?}}, in turn
+    s = settings({model!r}, "pst", **job["over"])
+    out = Path(job["out"])
+    if job.get("crash_at"):  # die at that train_step call, as a kill would
+        calls = []
+        def crashing(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == job["crash_at"]:
+                raise SystemExit(3)
+            return real(*args, **kwargs)
+        loop.train_step = crashing
+    res = loop.train(assembled_rows("pst", items(8)), s, "pst", FMT, 0, out / "m", out / "c.tsv",
+                     embeddings(8), "cpu", state_dir=job.get("state"))
+    if res.is_main:
+        (out / "metrics.json").write_text(json.dumps(res.metrics))
 """
 
+PARALLEL = {  # the 2-process runs; the 1-process reference doubles grad_accum
+    "full": {"finetune": "full"},
+    "lora-packed": {"finetune": "lora", "lora": {"r": 4}, "packing": True, "pack_length": 256},
+    "fsdp": {"finetune": "full", "distributed": {"fsdp": True}, "grad_accum": 2},
+}
+# DDP with LoRA dropout, saving every 2 steps: the run the resume test kills
+DROPOUT = {"steps": 4, "save_every": 2, "batch_size": 1, "finetune": "lora",
+           "lora": {"r": 4, "dropout": 0.1}, "warmup_steps": 1, "schedule": "linear"}
 
-@pytest.fixture(scope="module")
-def driver(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dist")
-    path = root / "driver.py"
-    path.write_text(DRIVER.format(here=str(HERE), model=tiny_model_dir(root / "tiny")))
-    return path
 
-
-def launch(driver, out, processes: int, over: dict, *extra, code: int = 0) -> str:
+def launch(driver, processes: int, jobs: list[dict], code: int = 0) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for key in ("WORLD_SIZE", "LOCAL_RANK", "RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     prefix = [sys.executable] if processes == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
-    proc = subprocess.run([*prefix, str(driver), str(out), json.dumps(over), *map(str, extra)],
+    jobs = [{**j, "out": str(j["out"]), **({"state": str(j["state"])} if j.get("state") else {})}
+            for j in jobs]
+    proc = subprocess.run([*prefix, str(driver), json.dumps(jobs)],
                           env=env, capture_output=True, text=True, timeout=600)
     assert (proc.returncode == 0) == (code == 0), proc.stderr[-3000:]
     return proc.stderr
+
+
+def base(over: dict) -> tuple[dict, int]:
+    """The run's params without grad_accum, and its micro-batches per process."""
+    over = dict(over)
+    accum = over.pop("grad_accum", 1)
+    fsdp = over.get("distributed", {}).get("fsdp", False)
+    return {"steps": 3, "batch_size": 2, "save_every": 1 if fsdp else 10, "lr": 1e-2, **over}, accum
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Every uninterrupted run: {name: (its folder, the 2-process launch's log)}; the
+    references are under ``<name>-one``."""
+    root = tmp_path_factory.mktemp("dist")
+    driver = root / "driver.py"
+    driver.write_text(DRIVER.format(here=str(HERE), model=tiny_model_dir(root / "tiny")))
+    two, one = [], []
+    for name, over in PARALLEL.items():
+        params, accum = base(over)
+        two.append({"out": root / name, "over": {**params, "grad_accum": accum},
+                    "state": root / f"{name}-state"})
+        one.append({"out": root / f"{name}-one",
+                    "over": {**params, "grad_accum": 2 * accum, "distributed": {"fsdp": False}}})
+    two.append({"out": root / "dropout", "over": DROPOUT})
+    log = launch(driver, 2, two)
+    launch(driver, 1, one)
+    return {"root": root, "driver": driver, "log": log}
 
 
 def curve(out):
@@ -71,44 +107,35 @@ def curve(out):
     return [{k: float(v) for k, v in zip(rows[0], r)} for r in rows[1:]]
 
 
-@pytest.mark.parametrize("over", [
-    {"finetune": "full"},
-    {"finetune": "lora", "lora": {"r": 4}, "packing": True, "pack_length": 256},
-    {"finetune": "full", "distributed": {"fsdp": True}, "grad_accum": 2},
-], ids=["full", "lora-packed", "fsdp"])
-def test_two_processes_equal_one_process_on_the_same_effective_batches(tmp_path, driver, over):
-    accum = over.pop("grad_accum", 1)  # micro-batches per process
-    fsdp = over.get("distributed", {}).get("fsdp", False)
-    base = {"steps": 3, "batch_size": 2, "save_every": 1 if fsdp else 10, "lr": 1e-2, **over}
-    log = launch(driver, tmp_path / "two", 2, {**base, "grad_accum": accum}, tmp_path / "state")
-    if fsdp:  # no pickle: FSDP's sharded optimizer state is not written, and it says so
-        assert "not written or read under FSDP" in log and not (tmp_path / "state").exists()
-    launch(driver, tmp_path / "one", 1, {**base, "grad_accum": 2 * accum,
-                                         "distributed": {"fsdp": False}})
-    two, one = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("two", "one"))
+@pytest.mark.parametrize("name", list(PARALLEL))
+def test_two_processes_equal_one_process_on_the_same_effective_batches(runs, name):
+    root = runs["root"]
+    accum = base(PARALLEL[name])[1]
+    if name == "fsdp":  # no pickle: FSDP's sharded optimizer state is not written, and it says so
+        assert "not written or read under FSDP" in runs["log"]
+        assert not (root / "fsdp-state").exists()
+    two, one = (json.loads((root / d / "metrics.json").read_text()) for d in (name, f"{name}-one"))
     assert (two["processes"], one["processes"]) == (2, 1)
     assert two["tokens"] == one["tokens"] and two["sequences_seen"] == one["sequences_seen"] == 12 * accum
-    for a, b in zip(curve(tmp_path / "two"), curve(tmp_path / "one"), strict=True):
+    for a, b in zip(curve(root / name), curve(root / f"{name}-one"), strict=True):
         for key in ("loss", "ce_answer", "ce_rationale", "ce_sem_token", "sem", "grad_norm", "lr"):
             assert a[key] == pytest.approx(b[key], rel=1e-4), key
-    assert_same_weights(tmp_path / "two" / "m", tmp_path / "one" / "m", atol=2e-5)
+    assert_same_weights(root / name / "m", root / f"{name}-one" / "m", atol=2e-5)
 
 
-def test_two_process_run_killed_after_a_saved_state_resumes_to_the_same_weights(tmp_path, driver):
+def test_two_process_run_killed_after_a_saved_state_resumes_to_the_same_weights(tmp_path, runs):
     """DDP with LoRA dropout: the main process writes model and optimizer state, each rank
     its own RNG state; the resumed run ends with the uninterrupted run's weights."""
-    over = {"steps": 4, "save_every": 2, "batch_size": 1, "finetune": "lora",
-            "lora": {"r": 4, "dropout": 0.1}, "warmup_steps": 1, "schedule": "linear"}
-    launch(driver, tmp_path / "ref", 2, over)
-    state = tmp_path / "state"
-    launch(driver, tmp_path / "run", 2, over, state, 3, code=3)  # dies in step 3
+    state, run = tmp_path / "state", {"out": tmp_path / "run", "over": DROPOUT}
+    launch(runs["driver"], 2, [{**run, "state": state, "crash_at": 3}], code=3)  # dies in step 3
     latest = next(state.glob("pst-*/latest"))
     assert json.loads((latest / "progress.json").read_text())["step"] == 2
     assert {"rng-0.safetensors", "rng-1.safetensors", "rng-0.json", "rng-1.json"} <= {
         p.name for p in latest.iterdir()}
-    assert "resuming from step 2" in launch(driver, tmp_path / "run", 2, over, state)
-    assert_same_weights(tmp_path / "ref" / "m", tmp_path / "run" / "m")
-    assert curve(tmp_path / "ref") == curve(tmp_path / "run")
+    assert "resuming from step 2" in launch(runs["driver"], 2, [{**run, "state": state}])
+    ref = runs["root"] / "dropout"
+    assert_same_weights(ref / "m", tmp_path / "run" / "m")
+    assert curve(ref) == curve(tmp_path / "run")
 
 
 @pytest.mark.dvc

@@ -92,7 +92,9 @@ class TrainSettings(Section):
     save_every: int = Field(50, ge=1, description="checkpoint (and resumable state) every N steps")
     label_sem_token: bool = Field(True, description="supervise [SEM] after the answer (the student then stops there)")
     packing: bool = Field(False, description="padding-free: pack each micro-batch's sequences into rows")
-    pack_length: int = Field(2048, ge=8, description="tokens per packed row (>= max_length)")
+    # 512: sdpa's dense block-diagonal mask costs rows x L^2, so longer rows spend the
+    # step on masked-out attention
+    pack_length: int = Field(512, ge=8, description="tokens per packed row (>= max_length)")
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2", "flex_attention"] = Field(
         "auto", description="auto: flash_attention_2 on CUDA where flash_attn is installed, else sdpa")
     compile: bool = Field(False, description="torch.compile the decoder layers")

@@ -211,7 +211,7 @@ def collate_packed(rows: list[list[Example]], pad_id: int, targets=None) -> dict
 
 
 def make_batch(examples: list[Example], pad_id: int, packing: bool = False,
-               pack_length: int = 2048, targets=None) -> dict:
+               pack_length: int = 512, targets=None) -> dict:
     """One micro-batch in the layout ``packing`` asks for."""
     if packing:
         return collate_packed(pack(examples, pack_length), pad_id, targets)

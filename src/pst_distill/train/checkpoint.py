@@ -12,6 +12,7 @@ adapter onto its base, merged).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -46,6 +47,7 @@ def save_checkpoint(model, tokenizer, head, out_dir: str | os.PathLike, state: d
                     raise ValueError("a LoRA checkpoint needs its base model (base=...)")
                 # the added tokens' rows are in the adapter (trainable_token_indices)
                 model.save_pretrained(tmp, save_embedding_layers=False)
+                stable_adapter_config(tmp)
                 write_json(tmp / BASE_REF, base)
             else:
                 model.save_pretrained(tmp, state_dict=in_dtype(model.state_dict(), dtype))
@@ -63,6 +65,18 @@ def save_checkpoint(model, tokenizer, head, out_dir: str | os.PathLike, state: d
         replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def stable_adapter_config(folder: Path) -> None:
+    """peft keeps ``target_modules`` as a set and writes it in the set's order, which
+    changes with Python's hash seed: sorted, the same adapter gives the same folder, so a
+    re-trained identical student keeps its DVC hash and its evaluation is not run again."""
+    path = folder / "adapter_config.json"
+    config = json.loads(path.read_text())
+    for key in ("target_modules", "modules_to_save", "exclude_modules"):
+        if isinstance(config.get(key), list):
+            config[key] = sorted(config[key])
+    write_json(path, config)
 
 
 def in_dtype(state: dict, dtype) -> dict:

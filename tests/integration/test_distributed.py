@@ -84,8 +84,9 @@ def base(over: dict) -> tuple[dict, int]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Every uninterrupted run: {name: (its folder, the 2-process launch's log)}; the
-    references are under ``<name>-one``."""
+    """Every uninterrupted run, in two launches: ``root`` holds a run's folder under its
+    name (``<name>-one``: its 1-process reference), ``log`` the 2-process launch's log,
+    ``driver`` the script that launches more."""
     root = tmp_path_factory.mktemp("dist")
     driver = root / "driver.py"
     driver.write_text(DRIVER.format(here=str(HERE), model=tiny_model_dir(root / "tiny")))

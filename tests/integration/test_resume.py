@@ -1,7 +1,8 @@
 """Exact resume: a training stopped after a checkpoint and started again ends with the
 weights of an uninterrupted run. In process (a crash injected after step 3 of 6, LoRA
 dropout on so the restored RNG matters) and end to end (SIGKILL to `dvc repro
-train_student@pst-1` in a copy of the repo, then `dvc repro` again)."""
+train_student@pst-1` in a copy of the repo, then `dvc repro` again; an uninterrupted run
+under another hash seed then writes a folder with the same DVC hash)."""
 
 import json
 import os

@@ -66,9 +66,7 @@ def launch(driver, processes: int, jobs: list[dict], code: int = 0) -> str:
         env.pop(key, None)
     prefix = [sys.executable] if processes == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
-    jobs = [{**j, "out": str(j["out"]), **({"state": str(j["state"])} if j.get("state") else {})}
-            for j in jobs]
-    proc = subprocess.run([*prefix, str(driver), json.dumps(jobs)],
+    proc = subprocess.run([*prefix, str(driver), json.dumps(jobs, default=str)],  # paths
                           env=env, capture_output=True, text=True, timeout=600)
     assert (proc.returncode == 0) == (code == 0), proc.stderr[-3000:]
     return proc.stderr

@@ -12,14 +12,13 @@ adapter onto its base, merged).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from pst_distill.io import replace_dir, write_json
+from pst_distill.io import read_json, replace_dir, write_json
 from pst_distill.models import BASE_REF
 
 log = logging.getLogger(__name__)
@@ -72,7 +71,7 @@ def stable_adapter_config(folder: Path) -> None:
     changes with Python's hash seed: sorted, the same adapter gives the same folder, so a
     re-trained identical student keeps its DVC hash and its evaluation is not run again."""
     path = folder / "adapter_config.json"
-    config = json.loads(path.read_text())
+    config = read_json(path)
     for key in ("target_modules", "modules_to_save", "exclude_modules"):
         if isinstance(config.get(key), list):
             config[key] = sorted(config[key])

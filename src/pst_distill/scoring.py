@@ -26,13 +26,16 @@ def score(item: dict, res: dict, method: str, first_line: bool = False,
             "correct_strict": is_correct(ext.strict, item["answer"], item["answer_type"]),
             "correct_flexible": is_correct(ext.flexible, item["answer"], item["answer_type"]),
             "generated_tokens": res["generated_tokens"], "finish_reason": res["finish_reason"],
-            "seconds": round(res["seconds"], 4)}
+            "seconds": round(res["seconds"], 4),
+            **({"latency_seconds": round(res["latency_seconds"], 4),
+                "latency_same_text": res["latency_same_text"]} if "latency_seconds" in res else {})}
 
 
 def figures(rows: list[dict]) -> dict:
     """Figures of a group of scored rows: n, strict and flexible accuracy and parse
-    failures, generated tokens and seconds per question, and, where the rows carry a
-    ``mode`` (adaptive), the share answered in think mode. Unrounded."""
+    failures, generated tokens and seconds per question; where rows carry ``latency_seconds``,
+    their mean and count; where they carry a ``mode`` (adaptive), the share answered in think
+    mode. Unrounded."""
     n = len(rows)
     d = max(n, 1)
     out = {"n": n,
@@ -42,6 +45,10 @@ def figures(rows: list[dict]) -> dict:
            "parse_failures_flexible": sum(r["pred_flexible"] == INVALID for r in rows),
            "generated_tokens_per_question": sum(r["generated_tokens"] for r in rows) / d,
            "seconds_per_question": sum(r["seconds"] for r in rows) / d}
+    timed = [r["latency_seconds"] for r in rows if "latency_seconds" in r]
+    if timed:  # the questions also generated alone (evaluate.latency_per_task)
+        out["latency_seconds_per_question"] = sum(timed) / len(timed)
+        out["latency_questions"] = len(timed)
     if rows and "mode" in rows[0]:
         out["think_share"] = sum(r["mode"] == "think" for r in rows) / d
     return out

@@ -150,6 +150,25 @@ def test_metrics_add_up_to_the_predictions(post_thinking):
 
 
 @pytest.mark.model
+def test_latency_times_the_first_questions_of_each_task_alone(post_thinking):
+    # ITEM and SHORTER are last-letter questions, LONGER a coin flip: one of each task timed
+    preds, m, _ = run_eval(post_thinking, "post_thinking", latency_per_task=1)
+    assert ["latency_seconds" in p for p in preds] == [True, True, False]
+    assert all(p["latency_seconds"] > 0 for p in preds[:2])
+    # the memorised question gives the same completion alone as in its padded batch
+    assert preds[0]["latency_same_text"] is True
+    assert m["latency"] == {"questions": 2, "batch_size": 1,
+                            "same_text_as_batched": sum(p["latency_same_text"] for p in preds[:2])}
+    assert m["latency_seconds_per_question"] == pytest.approx(
+        sum(p["latency_seconds"] for p in preds[:2]) / 2)
+    assert m["tasks"]["coin_flip"]["latency_questions"] == 1
+    # off by default: no latency fields anywhere
+    preds, m, _ = run_eval(post_thinking, "post_thinking")
+    assert not any("latency_seconds" in p for p in preds) and "latency" not in m
+    assert "latency_seconds_per_question" not in m
+
+
+@pytest.mark.model
 def test_left_padded_batch_generates_what_one_by_one_generation_does():
     """The packaged SmolLM2, greedy: prompts of very different lengths in one batch."""
     model, tok = load_causal_lm("smollm2-135m-instruct", device="cpu", dtype="float32")

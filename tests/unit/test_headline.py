@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pst_distill.report import tables as rt
-from pst_distill.report.headline import accuracy_lines, cost_ratio, headline
+from pst_distill.report.headline import accuracy_lines, cost_lines, cost_ratio, headline
 from pst_distill.tasks import split_records
 
 
@@ -46,6 +46,25 @@ def test_cost_ratio_pairs_questions_and_seeds():
     p["pst"][2] = rows("pst", "t", [f"a{i}" for i in range(60)], [False] * 60, 10, seed=2)
     with pytest.raises(ValueError, match="no questions in common"):
         cost_ratio({2: p["pst"][2]}, p["pre_thinking"], "generated_tokens", 200, 0)
+
+
+def test_latency_ratio_pairs_only_the_questions_timed_alone_in_both():
+    p = predictions(pre_right=0)
+    for i, r in enumerate(p["pre_thinking"][1][:10]):
+        r["latency_seconds"] = 2.0 + i % 2
+    for r in p["pst"][1][:20]:  # pst timed 20 questions; only the 10 pre_thinking timed pair
+        r["latency_seconds"] = 0.25
+    ratio, lo, hi = cost_ratio(p["pst"], p["pre_thinking"], "latency_seconds", 500, 0)
+    assert ratio == pytest.approx(2.5 / 25) and lo < ratio < hi
+    text = "\n".join(cost_lines(p, 500, 0))
+    assert "0.10 [" in text and "(10 questions timed one at a time)" in text
+    del p["pst"][1][0]["latency_seconds"], p["pst"][1][1]["latency_seconds"]
+    assert "(8 questions timed one at a time)" in "\n".join(cost_lines(p, 500, 0))
+    # no question timed alone in pre_thinking's run: no latency share is claimed
+    for r in p["pre_thinking"][1]:
+        r.pop("latency_seconds", None)
+    text = "\n".join(cost_lines(p, 500, 0))
+    assert "asked alone" not in text and "0.25 [0.25, 0.25] of pre_thinking's generated" in text
 
 
 def test_headline_names_the_validation_split():

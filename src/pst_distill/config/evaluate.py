@@ -19,6 +19,9 @@ class EvaluateConfig(Section):
     max_new_tokens: int = Field(24, ge=1, description="answer-first methods (stop at the delimiter)")
     max_new_tokens_rationale: int = Field(128, ge=1, description="pre_thinking, or generate_rationale")
     generate_rationale: bool = False
+    latency_per_task: Optional[int] = Field(None, ge=1, description="questions per task also "
+                                            "generated alone (batch 1) and timed: the seconds "
+                                            "one question waits (null: none)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 

@@ -140,3 +140,14 @@ def generate_prompts(model, tok, prompts: list[str], stops: list[str], max_new: 
         bar.update(len(idx))
     bar.close()
     return results
+
+
+def time_alone(model, tok, prompts: list[str], stops: list[str], max_new: int, desc: str,
+               **kwargs) -> list[dict]:
+    """Each prompt generated on its own (batch 1), timed: the seconds a single question
+    waits, which a batched pass does not show (there the prompts' forward pass, shared by
+    every method, dominates a short answer). One untimed warm-up generation first, so no
+    one-time cost lands on the first question."""
+    if prompts:
+        generate_batch(model, tok, prompts[:1], stops, min(max_new, 2), **kwargs)
+    return generate_prompts(model, tok, prompts, stops, max_new, 1, desc, **kwargs)

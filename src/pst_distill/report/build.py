@@ -135,11 +135,15 @@ def _interval(correct, n_boot: int) -> dict:
 
 
 def cost(rows_by_seed: dict, score: str) -> dict:
-    """Generated tokens and seconds per question, share of unparsed answers."""
+    """Generated tokens and seconds per question, share of unparsed answers; the seconds a
+    question waits asked alone, where the evaluation timed some so."""
     fig = figures([r for rows in rows_by_seed.values() for r in rows])
-    return {"tokens_per_question": round(fig["generated_tokens_per_question"], 3),
-            "seconds_per_question": round(fig["seconds_per_question"], 4),
-            "invalid_share": round(fig[f"parse_failures_{score}"] / max(fig["n"], 1), 4)}
+    out = {"tokens_per_question": round(fig["generated_tokens_per_question"], 3),
+           "seconds_per_question": round(fig["seconds_per_question"], 4),
+           "invalid_share": round(fig[f"parse_failures_{score}"] / max(fig["n"], 1), 4)}
+    if "latency_seconds_per_question" in fig:
+        out["latency_seconds_per_question"] = round(fig["latency_seconds_per_question"], 4)
+    return out
 
 
 def fit_figures(fit: dict) -> dict:
@@ -203,9 +207,11 @@ def evaluation_set_table(arrays: rt.Arrays, test_rows: list[dict]) -> str:
 
 def cost_table(summary: dict, predictions: Runs) -> str:
     rows = [[m, str(len(predictions[m])), _num(s["tokens_per_question"], ".1f"),
-             _num(s["seconds_per_question"], ".3f"), _num(s["invalid_share"], ".3f")]
+             _num(s["seconds_per_question"], ".3f"),
+             _num(s.get("latency_seconds_per_question"), ".3f"), _num(s["invalid_share"], ".3f")]
             for m, s in summary["methods"].items()]
-    return rt.markdown_table(["method", "seeds", "tokens/q", "s/q", "unparsed share"], rows)
+    return rt.markdown_table(["method", "seeds", "tokens/q", "s/q (batched)", "s/q (alone)",
+                              "unparsed share"], rows)
 
 
 # the trainer's compared metrics (train.metrics.COMPARED) that the training table shows: read
@@ -250,7 +256,9 @@ def markdown(body: dict) -> str:
     notes = ["", *body["notes"]] if body["notes"] else []
     parts = ["# PST distillation report", "", body["headline"], body["runs"], *notes, "",
              "## Evaluation set", "", body["evaluation_set"], "", body["comparison"],
-             "## Generation cost", "", "Mean over seeds and questions (greedy, batched).", "",
+             "## Generation cost", "", "Mean over seeds and questions (greedy). s/q (batched): "
+             "each question's share of its batch's time; s/q (alone): the questions timed one "
+             "at a time (evaluate.latency_per_task; – where none were).", "",
              body["cost"], "", *([body["frontier"]] if body.get("frontier") else []),
              "## Training", "", "Mean over seeds; final loss parts are the mean "
              "of each run's last 5 steps.", "", body["training"], "", "## Plots", "",

@@ -3,7 +3,8 @@ decide it. Accuracy: the paired differences of the comparisons the method is abo
 and overall, said to resolve only where the 95% interval excludes zero, and each method
 against the best constant answer. Cost: an answer-first method's generated tokens and
 seconds per question as a share of pre-thinking's, with a paired bootstrap interval over
-the same questions and seeds."""
+the same questions and seeds; where the evaluation also timed questions one at a time
+(``evaluate.latency_per_task``), the same share of the seconds one question waits."""
 
 from __future__ import annotations
 
@@ -21,15 +22,22 @@ PAIRS = (("pre_thinking", "answer_only"), ("post_thinking", "answer_only"),
 # the answer-first methods of the table besides answer_only itself, and adaptive's fast mode
 ANSWER_FIRST = (*(m for m in methods.ANSWER_FIRST if m != "answer_only"), "adaptive:always_fast")
 COST_KEYS = (("generated_tokens", "tokens"), ("seconds", "seconds"))  # row key, name
+LATENCY_KEY = "latency_seconds"  # present on the questions also generated alone
+
+
+def paired_values(rows_a: Mapping, rows_b: Mapping, key: str) -> list[tuple[float, float]]:
+    """``(A[key], B[key])`` of each (seed, question) where both rows carry ``key``."""
+    b_by = {(seed, r["id"]): r[key] for seed, rows in rows_b.items() for r in rows if key in r}
+    return [(r[key], b_by[(seed, r["id"])]) for seed, rows in rows_a.items() for r in rows
+            if key in r and (seed, r["id"]) in b_by]
 
 
 def cost_ratio(rows_a: Mapping, rows_b: Mapping, key: str, n_boot: int,
                rng_seed: int) -> tuple[float, float, float]:
-    """``sum(A[key]) / sum(B[key])`` over the questions and seeds both answered, with a 95%
-    percentile interval from resampling those (seed, question) pairs together."""
-    b_by = {(seed, r["id"]): r[key] for seed, rows in rows_b.items() for r in rows}
-    pairs = [(r[key], b_by[(seed, r["id"])]) for seed, rows in rows_a.items() for r in rows
-             if (seed, r["id"]) in b_by]
+    """``sum(A[key]) / sum(B[key])`` over the questions and seeds where both rows carry
+    ``key`` (:func:`paired_values`), with a 95% percentile interval from resampling those
+    (seed, question) pairs together."""
+    pairs = paired_values(rows_a, rows_b, key)
     if not pairs:
         raise ValueError(f"no questions in common to compare {key!r}")
     a, b = np.array(pairs, dtype=float).T
@@ -91,9 +99,16 @@ def cost_lines(predictions: Mapping, n_boot: int, rng_seed: int) -> list[str]:
             r, lo, hi = cost_ratio(predictions[method], predictions["pre_thinking"], key,
                                    n_boot, rng_seed)
             parts.append(f"{r:.2f} [{lo:.2f}, {hi:.2f}]")
-        lines.append(f"- Cost: {method} answers first and stops after the answer: "
-                     f"{parts[0]} of pre_thinking's generated tokens and {parts[1]} of its "
-                     f"seconds per question.")
+        line = (f"- Cost: {method} answers first and stops after the answer: "
+                f"{parts[0]} of pre_thinking's generated tokens and {parts[1]} of its "
+                f"seconds per question")
+        n_alone = len(paired_values(predictions[method], predictions["pre_thinking"], LATENCY_KEY))
+        if n_alone:
+            r, lo, hi = cost_ratio(predictions[method], predictions["pre_thinking"],
+                                   LATENCY_KEY, n_boot, rng_seed)
+            line += (f" in batches; {r:.2f} [{lo:.2f}, {hi:.2f}] of the seconds one question "
+                     f"waits, asked alone ({n_alone} questions timed one at a time)")
+        lines.append(line + ".")
     return lines
 
 

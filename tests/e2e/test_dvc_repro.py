@@ -175,6 +175,13 @@ def test_predictions_and_metrics_agree(repo, method):
         assert m["generated_tokens_per_question"] == pytest.approx(
             mean(p["generated_tokens"] for p in preds), abs=1e-3)
         assert m["finish_reasons"] == dict(Counter(p["finish_reason"] for p in preds))
+        # evaluate.latency_per_task: the first k of each task also timed alone
+        timed = [p for p in preds if "latency_seconds" in p]
+        assert Counter(p["task"] for p in timed) == {
+            t: min(ev["latency_per_task"], n) for t, n in by_task.items()}
+        assert m["latency"]["questions"] == len(timed) and all(p["latency_seconds"] > 0 for p in timed)
+        assert m["latency_seconds_per_question"] == pytest.approx(
+            mean(p["latency_seconds"] for p in timed), abs=1e-3)
         answer_first = method != "pre_thinking"
         budget = ev["max_new_tokens"] if answer_first else ev["max_new_tokens_rationale"]
         stops = [fmt["rationale_prefix"], fmt["sem_token"]] if answer_first else []

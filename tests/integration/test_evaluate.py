@@ -151,7 +151,8 @@ def test_metrics_add_up_to_the_predictions(post_thinking):
 
 @pytest.mark.model
 def test_latency_times_the_first_questions_of_each_task_alone(post_thinking):
-    # ITEM and SHORTER are last-letter questions, LONGER a coin flip: one of each task timed
+    # ITEM and SHORTER are last-letter questions, LONGER a coin flip: the first question of
+    # each task in the input's order (ITEM, LONGER) is timed, SHORTER is not
     preds, m, _ = run_eval(post_thinking, "post_thinking", latency_per_task=1)
     assert ["latency_seconds" in p for p in preds] == [True, True, False]
     assert all(p["latency_seconds"] > 0 for p in preds[:2])

@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 import time
+from functools import partial
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,24 +47,23 @@ def main(argv: list[str] | None = None) -> int:
     items, _ = select_items(read_jsonl(args.test), cfg.per_task)
     items = [items[i] for i in latency_subset(items, args.per_task)]
 
-    students = []
+    students = []  # (method, its prompts, its generate_batch with its stops)
     for folder, method in ((args.model, args.method), (args.baseline, args.baseline_method)):
         model, tok = load_causal_lm(folder, device="cpu", dtype="float32")
         prompts = [render_prompt(tok, inference_prompt(method, it["question"]), fmt.system_prompt)
                    for it in items]
-        kwargs = {"stops": stop_strings(method, fmt, cfg.generate_rationale),
-                  "max_new": max_new_tokens(method, cfg),
-                  "answer_line": None if method in ANSWER_FIRST else fmt.answer_prefix}
-        generate_batch(model, tok, prompts[:1], kwargs["stops"], 2,
-                       answer_line=kwargs["answer_line"])  # warm-up, untimed
-        students.append((method, model, tok, prompts, kwargs))
+        generate = partial(generate_batch, model, tok,
+                           stops=stop_strings(method, fmt, cfg.generate_rationale),
+                           max_new=max_new_tokens(method, cfg),
+                           answer_line=None if method in ANSWER_FIRST else fmt.answer_prefix)
+        generate(prompts[:1], max_new=2)  # warm-up, untimed
+        students.append((method, prompts, generate))
 
     rows: dict[str, list[dict]] = {method: [] for method, *_ in students}
     for q, item in enumerate(items):
-        for method, model, tok, prompts, kw in (students if q % 2 == 0 else students[::-1]):
+        for method, prompts, generate in (students if q % 2 == 0 else students[::-1]):
             t0 = time.perf_counter()
-            res = generate_batch(model, tok, [prompts[q]], kw["stops"], kw["max_new"],
-                                 answer_line=kw["answer_line"])[0]
+            res = generate([prompts[q]])[0]
             rows[method].append({"id": item["id"], "seconds": time.perf_counter() - t0,
                                  "generated_tokens": res["generated_tokens"]})
 
